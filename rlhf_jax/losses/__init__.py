@@ -1,0 +1,37 @@
+"""Alignment losses as pure functions over log-prob, value and score arrays (no models inside).
+
+Conventions shared by every function here:
+- Shapes are batch-major: [B, T] per token (`logps_BxT`), [B] per sequence, [B, K] per candidate.
+- Masks are 0/1 arrays (bool or numeric) shaped like the data; 1 marks a valid entry. Values at
+  masked positions are ignored, even NaN or -inf.
+- Each loss returns `(loss, metrics)`. `loss` is a mean over valid elements (tokens for PPO,
+  pairs or prompts otherwise) computed as one sum divided by one count; it is 0, not NaN, when
+  nothing is valid. `metrics` holds scalars that are all means over those same elements plus
+  `"count"`, their number. Across micro-batches or hosts, `combine_metrics` merges them exactly
+  (count-weighted), and `loss * metrics["count"]` is the differentiable sum for gradient
+  accumulation:
+  grad_total = sum_i grad(loss_i * count_i) / sum_i count_i.
+- Shape, rank, dtype and (Python-number) hyperparameter errors raise ValueError at trace time,
+  naming the argument.
+- Computation is in float32 at least, whatever the input dtype.
+"""
+
+from rlhf_jax.losses.masked import (
+    combine_metrics,
+    masked_count,
+    masked_mean,
+    masked_sum,
+    masked_var,
+    masked_whiten,
+    safe_divide,
+)
+
+__all__ = [
+    "combine_metrics",
+    "masked_count",
+    "masked_mean",
+    "masked_sum",
+    "masked_var",
+    "masked_whiten",
+    "safe_divide",
+]
