@@ -16,6 +16,7 @@ Conventions shared by every function here:
 - Computation is in float32 at least, whatever the input dtype.
 """
 
+from rlhf_jax.losses.logprobs import sequence_logps, token_logps
 from rlhf_jax.losses.masked import (
     combine_metrics,
     masked_count,
@@ -34,4 +35,6 @@ __all__ = [
     "masked_var",
     "masked_whiten",
     "safe_divide",
+    "sequence_logps",
+    "token_logps",
 ]
