@@ -16,6 +16,7 @@ Conventions shared by every function here:
 - Computation is in float32 at least, whatever the input dtype.
 """
 
+from rlhf_jax.losses.dpo import dpo_loss
 from rlhf_jax.losses.logprobs import sequence_logps, token_logps
 from rlhf_jax.losses.masked import (
     combine_metrics,
@@ -26,14 +27,18 @@ from rlhf_jax.losses.masked import (
     masked_whiten,
     safe_divide,
 )
+from rlhf_jax.losses.reward_model import cost_model_loss, reward_model_loss
 
 __all__ = [
     "combine_metrics",
+    "cost_model_loss",
+    "dpo_loss",
     "masked_count",
     "masked_mean",
     "masked_sum",
     "masked_var",
     "masked_whiten",
+    "reward_model_loss",
     "safe_divide",
     "sequence_logps",
     "token_logps",
