@@ -16,7 +16,9 @@ Conventions shared by every function here:
 - Computation is in float32 at least, whatever the input dtype.
 """
 
+from rlhf_jax.losses.advantages import gae_advantages, kl_penalized_rewards, last_token_mask
 from rlhf_jax.losses.dpo import dpo_loss
+from rlhf_jax.losses.ema import ema_update
 from rlhf_jax.losses.logprobs import sequence_logps, token_logps
 from rlhf_jax.losses.masked import (
     combine_metrics,
@@ -27,17 +29,26 @@ from rlhf_jax.losses.masked import (
     masked_whiten,
     safe_divide,
 )
+from rlhf_jax.losses.ppo import ppo_policy_loss, ppo_value_loss
 from rlhf_jax.losses.reward_model import cost_model_loss, reward_model_loss
+from rlhf_jax.losses.value_norm import ValueNormalizer
 
 __all__ = [
+    "ValueNormalizer",
     "combine_metrics",
     "cost_model_loss",
     "dpo_loss",
+    "ema_update",
+    "gae_advantages",
+    "kl_penalized_rewards",
+    "last_token_mask",
     "masked_count",
     "masked_mean",
     "masked_sum",
     "masked_var",
     "masked_whiten",
+    "ppo_policy_loss",
+    "ppo_value_loss",
     "reward_model_loss",
     "safe_divide",
     "sequence_logps",
