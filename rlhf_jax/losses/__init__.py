@@ -19,6 +19,7 @@ Conventions shared by every function here:
 from rlhf_jax.losses.advantages import gae_advantages, kl_penalized_rewards, last_token_mask
 from rlhf_jax.losses.dpo import dpo_loss
 from rlhf_jax.losses.ema import ema_update
+from rlhf_jax.losses.lagrangian import lagrange_loss, lagrange_update, lagrangian_advantages
 from rlhf_jax.losses.logprobs import sequence_logps, token_logps
 from rlhf_jax.losses.masked import (
     combine_metrics,
@@ -41,6 +42,9 @@ __all__ = [
     "ema_update",
     "gae_advantages",
     "kl_penalized_rewards",
+    "lagrange_loss",
+    "lagrange_update",
+    "lagrangian_advantages",
     "last_token_mask",
     "masked_count",
     "masked_mean",
