@@ -31,11 +31,21 @@ from rlhf_jax.losses.masked import (
     safe_divide,
 )
 from rlhf_jax.losses.ppo import ppo_policy_loss, ppo_value_loss
+from rlhf_jax.losses.pro import pro_loss
+from rlhf_jax.losses.ranking import (
+    best_candidate_nll,
+    better_than,
+    length_normalized,
+    pair_accuracy,
+)
 from rlhf_jax.losses.reward_model import cost_model_loss, reward_model_loss
+from rlhf_jax.losses.rrhf import rrhf_loss
 from rlhf_jax.losses.value_norm import ValueNormalizer
 
 __all__ = [
     "ValueNormalizer",
+    "best_candidate_nll",
+    "better_than",
     "combine_metrics",
     "cost_model_loss",
     "dpo_loss",
@@ -46,14 +56,18 @@ __all__ = [
     "lagrange_update",
     "lagrangian_advantages",
     "last_token_mask",
+    "length_normalized",
     "masked_count",
     "masked_mean",
     "masked_sum",
     "masked_var",
     "masked_whiten",
+    "pair_accuracy",
     "ppo_policy_loss",
     "ppo_value_loss",
+    "pro_loss",
     "reward_model_loss",
+    "rrhf_loss",
     "safe_divide",
     "sequence_logps",
     "token_logps",
