@@ -98,48 +98,44 @@ def _tokenized(kind: str, source, tokenizer, template, config, shard_index, shar
     return ds.map(functools.partial(fn, tokenizer, template, config.tokenize_config()))
 
 
-def _batched(ds: grain.IterDataset, config: PipelineConfig) -> grain.IterDataset:
-    return ds.batch(config.batch_size, drop_remainder=config.drop_remainder)
+def _padded(kind: str, row_fn, length: int, source, tokenizer, template, config: PipelineConfig,
+            shard_index, shard_count) -> grain.IterDataset:
+    if config.pack and kind != "sft":
+        raise ValueError(f"packing is for SFT only; {kind} rows are padded")
+    row = functools.partial(row_fn, length=length, pad_id=batching.pad_id_of(tokenizer))
+    ds = _tokenized(kind, source, tokenizer, template, config, shard_index, shard_count)
+    return ds.map(row).to_iter_dataset().batch(config.batch_size, drop_remainder=config.drop_remainder)
 
 
 def sft_dataset(source: Sequence[Any], tokenizer, template: PromptTemplate, config: PipelineConfig, *,
                 shard_index: int | None = None, shard_count: int | None = None) -> grain.IterDataset:
     """Batches of SFT rows (padded, or packed when `config.pack`) from stored SFT examples."""
+    if not config.pack:
+        return _padded("sft", batching.sft_row, config.max_length, source, tokenizer, template, config,
+                       shard_index, shard_count)
     pad_id = batching.pad_id_of(tokenizer)
     ds = _tokenized("sft", source, tokenizer, template, config, shard_index, shard_count)
-    if not config.pack:
-        row = functools.partial(batching.sft_row, length=config.max_length, pad_id=pad_id)
-        return _batched(ds.map(row).to_iter_dataset(), config)
-    lengths = {key: config.max_length for key in batching.PACKED_FEATURES}
     packed = grain.experimental.FirstFitPackIterDataset(
-        ds.to_iter_dataset(), length_struct=lengths, num_packing_bins=config.packing_bins,
-        seed=config.seed, shuffle_bins=config.shuffle, meta_features=("truncated",),
-        padding_struct={"input_ids": pad_id, "loss_mask": 0})
-    return _batched(packed.map(batching.packed_row), config)
+        ds.to_iter_dataset(), length_struct={key: config.max_length for key in batching.PACKED_FEATURES},
+        num_packing_bins=config.packing_bins, seed=config.seed, shuffle_bins=config.shuffle,
+        meta_features=("truncated",), padding_struct={"input_ids": pad_id, "loss_mask": 0})
+    return packed.map(batching.packed_row).batch(config.batch_size, drop_remainder=config.drop_remainder)
 
 
 def preference_dataset(source: Sequence[Any], tokenizer, template: PromptTemplate,
                        config: PipelineConfig, *, shard_index: int | None = None,
                        shard_count: int | None = None) -> grain.IterDataset:
     """Batches of chosen_*/rejected_* rows from stored preference pairs."""
-    if config.pack:
-        raise ValueError("packing is for SFT only; preference pairs are padded")
-    row = functools.partial(batching.pair_row, length=config.max_length,
-                            pad_id=batching.pad_id_of(tokenizer))
-    ds = _tokenized("pair", source, tokenizer, template, config, shard_index, shard_count)
-    return _batched(ds.map(row).to_iter_dataset(), config)
+    return _padded("pair", batching.pair_row, config.max_length, source, tokenizer, template, config,
+                   shard_index, shard_count)
 
 
 def prompt_dataset(source: Sequence[Any], tokenizer, template: PromptTemplate, config: PipelineConfig,
                    *, shard_index: int | None = None, shard_count: int | None = None
                    ) -> grain.IterDataset:
     """Batches of left-padded prompts (the RL prompt stream) from stored examples of any kind."""
-    if config.pack:
-        raise ValueError("packing is for SFT only; prompts are left-padded")
-    row = functools.partial(batching.prompt_row, length=config.max_prompt_length,
-                            pad_id=batching.pad_id_of(tokenizer))
-    ds = _tokenized("prompt", source, tokenizer, template, config, shard_index, shard_count)
-    return _batched(ds.map(row).to_iter_dataset(), config)
+    return _padded("prompt", batching.prompt_row, config.max_prompt_length, source, tokenizer,
+                   template, config, shard_index, shard_count)
 
 
 def count_truncated(source: Sequence[Any], tokenizer, template: PromptTemplate, config: PipelineConfig,

@@ -222,5 +222,5 @@ def test_prompt_batches_are_left_padded(tokenizer, alpaca_source):
 def test_config_errors():
     with pytest.raises(ValueError, match="max_prompt_length < max_length"):
         PipelineConfig(batch_size=2, max_length=8, max_prompt_length=8)
-    with pytest.raises(ValueError, match="packing is for SFT only"):
+    with pytest.raises(ValueError, match="packing is for SFT only; pair rows are padded"):
         preference_dataset([], None, SAFE, PipelineConfig(2, 8, 4, pack=True))
