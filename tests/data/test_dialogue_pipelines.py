@@ -68,6 +68,9 @@ def test_safe_rlhf_build_matches_reader_and_records_counts(data_dir):
     assert len(test) == 1  # of 3 test rows, one is dual-safe and one dual-unsafe
     prompts = prepare(PkuSafeRlhf, src, data_dir, config="prompts").as_data_source()["train"]
     assert len(prompts) == 7
+    # The counts survive a reload from disk.
+    reloaded = tfds.builder("pku_safe_rlhf/pairs_no_dual_unsafe_no_dual_safe", data_dir=data_dir)
+    assert skip_counts(reloaded)["test"]["kept"] == 1
 
 
 def test_other_builders(data_dir, alpaca_source):
@@ -209,7 +212,7 @@ def test_packed_rows_hold_the_same_sequences(tokenizer):
 
 def test_prompt_batches_are_left_padded(tokenizer, alpaca_source):
     config = PipelineConfig(batch_size=4, max_length=192, max_prompt_length=128, shuffle=False)
-    (batch,) = prompt_dataset(alpaca_source, tokenizer, SAFE, config, shard_index=0, shard_count=1)
+    (batch,) = prompt_dataset(alpaca_source, tokenizer, SAFE, config)  # shards: jax process 0 of 1
     assert set(batch) == {"prompt_ids", "prompt_mask", "num_truncated"}
     mask = batch["prompt_mask"]
     assert np.all(mask[:, -1] == 1) and np.all(np.diff(mask, axis=1) >= 0)  # zeros, then ones
