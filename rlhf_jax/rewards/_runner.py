@@ -249,7 +249,11 @@ def _zygote(job: dict, ctx: dict) -> int:
     # and that the sandbox uid can still read the standard library, before any untrusted code runs.
     probe = _run_one(dict(job, source="import colorsys", mode="stdio"), ctx, "")
     if probe["outcome"] != "exited" or probe["exit_code"] != 0:
-        _emit({"event": "fatal", "message": f"confinement probe failed: {probe['status'] or probe}"})
+        hint = ""
+        if "ModuleNotFoundError" in probe["status"] and ctx["uid"] is not None:
+            hint = (f" (uid {ctx['uid']} cannot read the Python installation at {sys.prefix}: without a mount"
+                    " namespace it must be readable by all users, or run the harness as a non-root user)")
+        _emit({"event": "fatal", "message": f"confinement probe failed: {probe['status'] or probe}{hint}"})
         return 1
     _emit({"event": "ready", "protections": ctx["protections"], "network": "netns" if ctx["netns"] else "socket_guard"})
     control = sys.stdin.buffer

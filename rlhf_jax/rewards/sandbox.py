@@ -185,6 +185,16 @@ class _Channel:
             self._pump(readable)
 
 
+def _stop(channel: _Channel, proc: subprocess.Popen, grace_s: float) -> None:
+    """Let the runner exit by itself (it then reaps the namespace's init); the group kill follows."""
+    if not channel.ended:
+        channel.send(b"s", time.monotonic() + grace_s)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -264,8 +274,8 @@ def _evaluate(source, tests, timeout_s, memory_mb, fn_name, fail_fast, config, s
                 results += [TestResult(Verdict.NOT_RUN, 0.0, 0.0, "an earlier test failed")] * (len(tests) - len(results))
             elif len(results) < len(tests):
                 channel.send(b"c", time.monotonic() + config.grace_s)
-    finally:  # the runner cleaned up after its last test; this ends it and anything it left
-
+        _stop(channel, proc, config.grace_s)
+    finally:  # normally a no-op: the runner killed everything after each test and has exited
         _kill_group(proc)
     return ProgramResult(overall_verdict([r.verdict for r in results]), tuple(results), time.monotonic() - start,
                          ready["network"], tuple(ready["protections"]))
