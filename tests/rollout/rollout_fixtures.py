@@ -1,0 +1,50 @@
+"""Shared helpers of the rollout tests: a tiny model on one device and an independent reference
+for log-probs (a plain training forward, written out here rather than taken from the sampler)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+from flax import nnx
+
+from rlhf_jax.models import LlamaConfig, LlamaForCausalLM, create_model
+from rlhf_jax.sharding import MeshConfig, make_mesh
+
+TINY = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                   num_kv_heads=2, max_position_embeddings=128)
+
+
+def one_device_mesh():
+    return make_mesh(MeshConfig(1, 1, 1), devices=jax.devices()[:1])
+
+
+def tiny_model(seed: int = 0, cfg: LlamaConfig = TINY):
+    return create_model(LlamaForCausalLM, cfg, mesh=one_device_mesh(), seed=seed)
+
+
+def sharpened(model, factor: float):
+    """The model with its output projection scaled by `factor`: peakier next-token distributions,
+    so that top-k / top-p cut off real probability mass."""
+    graphdef, state = nnx.split(model)
+    state = jax.tree_util.tree_map_with_path(
+        lambda path, x: x * factor if "lm_head" in jax.tree_util.keystr(path) else x, state)
+    return nnx.merge(graphdef, state)
+
+
+_forward = nnx.jit(lambda model, ids, mask: model(ids, mask))
+
+
+def forward_logprobs(model, tokens_BxT, mask_BxT) -> np.ndarray:
+    """[B, T-1, V] float64 log-softmax of a full training forward; row t predicts tokens[:, t + 1]."""
+    logits = np.asarray(_forward(model, tokens_BxT, mask_BxT), np.float64)[:, :-1]
+    logits -= logits.max(axis=-1, keepdims=True)
+    return logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+
+
+def chi2_critical(df: int, z: float = 3.719) -> float:
+    """Upper quantile of chi-square(df) at the normal quantile z (3.719 -> p = 1e-4), by the
+    Wilson-Hilferty cube approximation (accurate to ~1% for df >= 3)."""
+    a = 2.0 / (9.0 * df)
+    return df * (1.0 - a + z * math.sqrt(a)) ** 3
