@@ -15,6 +15,7 @@ the batch, the attention heads, or the other sharded dimensions, naming which.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from typing import Any, Mapping, Sequence
 
@@ -111,13 +112,17 @@ def _axis_size(mesh: Mesh, entry) -> int:
     return math.prod(mesh.shape[n] for n in names)
 
 
-def check_divisible(shape: Sequence[int], spec: PartitionSpec, mesh: Mesh, what: str) -> None:
-    for dim, (size, entry) in enumerate(zip(shape, spec)):
+def _divisible_spec(shape, spec: PartitionSpec, mesh: Mesh, name: str) -> PartitionSpec:
+    """`spec` with each dimension that its mesh axes do not divide replicated instead (logged)."""
+    out = []
+    for dim, (size, entry) in enumerate(zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec)))):
         n = _axis_size(mesh, entry)
         if size % n:
-            raise ValueError(
-                f"{what}: dimension {dim} of size {size} is sharded over mesh axes {entry} "
-                f"(size {n}) and is not divisible by it; change the mesh or the model size")
+            logging.warning("parameter %s: dimension %d of size %d is not divisible by mesh axes %s "
+                            "(size %d); replicating that dimension", name, dim, size, entry, n)
+            entry = None
+        out.append(entry)
+    return PartitionSpec(*out)
 
 
 def _is_variable(x) -> bool:
@@ -129,7 +134,8 @@ def state_shardings(abstract_state, mesh: Mesh, rules: Mapping[str, Any] = LOGIC
     """NamedShardings for an nnx State (of abstract or concrete arrays), from `logical_axes` metadata.
 
     Returns a State of the same structure whose leaves are NamedShardings, usable as `out_shardings`.
-    Raises naming the parameter when a dimension does not divide its mesh axis.
+    A dimension its mesh axes do not divide (say a vocabulary of 32001 over tensor=2) is replicated
+    instead, with a logged warning; the heads and the batch are checked by `validate_mesh`.
     """
     def one(path, var):
         axes = var.get_metadata().get("logical_axes")
@@ -140,8 +146,7 @@ def state_shardings(abstract_state, mesh: Mesh, rules: Mapping[str, Any] = LOGIC
         else:
             if len(axes) != len(shape):
                 raise ValueError(f"parameter {name}: logical_axes {axes} do not match shape {shape}")
-            spec = logical_to_spec(axes, rules)
-            check_divisible(shape, spec, mesh, f"parameter {name} {tuple(shape)}")
+            spec = _divisible_spec(shape, logical_to_spec(axes, rules), mesh, name)
         return var.replace(value=NamedSharding(mesh, spec))
 
     return jax.tree_util.tree_map_with_path(one, abstract_state, is_leaf=_is_variable)

@@ -8,7 +8,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from rlhf_jax.models import LlamaConfig, LlamaForCausalLM, create_model
-from rlhf_jax.sharding import MeshConfig, make_mesh, put_batch, validate_mesh
+from rlhf_jax.sharding import MeshConfig, make_mesh, put_batch, state_shardings, validate_mesh
 
 CFG = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=96, num_layers=2, num_heads=8,
                   num_kv_heads=4, max_position_embeddings=64)
@@ -92,5 +92,15 @@ def test_mesh_that_does_not_divide_is_rejected():
         make_mesh(MeshConfig(3, 2, 2))
     with pytest.raises(ValueError, match="at most one axis may be -1"):
         make_mesh(MeshConfig(-1, -1, 1))
-    with pytest.raises(ValueError, match="parameter model/layers/w_\\w+ .* of size 90 is sharded over mesh axes tensor"):
-        create_model(LlamaForCausalLM, CFG.replace(intermediate_size=90, num_kv_heads=4), mesh=mesh)
+
+
+
+def test_dimension_the_mesh_does_not_divide_is_replicated_with_a_warning(caplog):
+    mesh = make_mesh(MeshConfig(2, 1, 4))
+    abstract = nnx.eval_shape(lambda: LlamaForCausalLM(CFG.replace(vocab_size=130), rngs=nnx.Rngs(0)))
+    with caplog.at_level("WARNING"):
+        shardings = state_shardings(nnx.state(abstract), mesh)
+    assert shardings["lm_head"].get_value().spec == P("fsdp", None)
+    assert shardings["model"]["embed"].get_value().spec == P(None, "fsdp")
+    assert shardings["model"]["layers"]["wq"].get_value().spec == P(None, "fsdp", "tensor", None)
+    assert "lm_head: dimension 1 of size 130 is not divisible" in caplog.text
