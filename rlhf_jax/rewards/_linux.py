@@ -193,15 +193,28 @@ def read_only_bind_remounts() -> int:
 def tasks_of_uid(uid: int) -> int:
     """How many tasks (threads count, as RLIMIT_NPROC counts them) the real uid `uid` has now."""
     total = 0
+    for pid in pids_of_uids({uid}):
+        try:
+            total += len(os.listdir(f"/proc/{pid}/task"))
+        except OSError:
+            continue
+    return total
+
+
+def pids_of_uids(uids) -> list[int]:
+    """Pids of all processes whose real uid is in `uids` (for audits: leftovers of a sandbox uid)."""
+    found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
-            if os.stat(f"/proc/{name}").st_uid == uid:
-                total += len(os.listdir(f"/proc/{name}/task"))
-        except OSError:
+            with open(f"/proc/{name}/status") as f:
+                uid = int(next(line for line in f if line.startswith("Uid:")).split()[1])
+        except (OSError, StopIteration):
             continue
-    return total
+        if uid in uids:
+            found.append(int(name))
+    return found
 
 
 def descendants(root_pid: int) -> list[int]:

@@ -32,17 +32,7 @@ from rlhf_jax.rewards.verdicts import TestCase  # noqa: E402
 
 def leftovers() -> list[int]:
     uids = {65534} if sys.argv[2] == "nobody" else set(sandbox_uid_range())
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit() and int(name) != os.getpid():
-            try:
-                with open(f"/proc/{name}/status") as f:
-                    uid = int(next(line for line in f if line.startswith("Uid:")).split()[1])
-            except (OSError, StopIteration):
-                continue
-            if uid in uids:
-                found.append(int(name))
-    return found + _linux.descendants(os.getpid())
+    return [pid for pid in _linux.pids_of_uids(uids) if pid != os.getpid()] + _linux.descendants(os.getpid())
 
 
 programs = json.loads(sys.argv[3])

@@ -113,19 +113,8 @@ HOSTILE = [
 ]
 
 
-def _leftover_processes() -> list[str]:
-    uids = sandbox_uid_range()
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/status") as f:
-                    uid = int(next(line for line in f if line.startswith("Uid:")).split()[1])
-            except (OSError, StopIteration):
-                continue
-            if uid in uids:
-                found.append(name)
-    return found + [str(pid) for pid in _linux.descendants(os.getpid())]
+def _leftover_processes() -> list[int]:
+    return _linux.pids_of_uids(sandbox_uid_range()) + _linux.descendants(os.getpid())
 
 
 def _sysv_segments_of_sandbox() -> list[str]:
