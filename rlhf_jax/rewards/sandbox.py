@@ -7,6 +7,20 @@ feeds the test inputs, reads one raw outcome per test, judges it here (the runne
 expected outputs), and kills the runner's whole process group when done. A backstop deadline per
 test (the time limit plus `grace_s`) ends everything if the runner ever stops answering.
 
+Protections by set-up (each result lists its own in `protections` and `network_isolation`):
+| set-up                        | network      | leftover processes      | process cap (RLIMIT_NPROC)   | files outside the workdir                  |
+| root (CI, this VM)            | netns        | pidns: kill(-1) as init | per-program uid: exact       | uid has no write access; private tmpfs     |
+| root, namespaces refused      | socket_guard | uid-wide kill(-1)+walk  | per-program uid: exact       | uid has no write access (world-writable    |
+|   (container w/o SYS_ADMIN)   |              |                         |                              | dirs such as /tmp stay writable)           |
+| non-root, user namespaces     | netns        | pidns                   | fresh userns count           | read-only bind remounts; private tmpfs     |
+| non-root, no namespaces       | socket_guard | subreaper walk of /proc | user's current tasks + cap   | the user's own permissions only            |
+Verified on the development VM (Linux 6.18, Python 3.11, root, cgroup v1): the first row, and the
+other three rows by tests/rewards/test_sandbox_fallbacks.py. Root's RLIMIT_NPROC is not enforced by
+the kernel, hence a uid per concurrent program: 1,000,000,000 + 256 * (pid mod 2**20) + slot
+(`sandbox_uid_range`).
+Without a mount namespace the sandbox uid must be able to read the Python installation; the
+confinement probe checks it and raises SandboxError otherwise. Linux only.
+
 The paper (Xu et al. 2024, Sec. 6) rewards PPO with 10 when a program passes every unit test and 0
 otherwise; `rlhf_jax.rewards.reward` turns a `ProgramResult` into that reward.
 """

@@ -167,9 +167,11 @@ def test_process_cap_holds_before_any_fork_bomb():
                "    n += 1\nprint(n)\n")
     result = evaluate_program(program, (TestCase("", "15"),), timeout_s=TIMEOUT_S,
                               config=SandboxConfig(max_processes=16))
-    # 16 processes in all: the program and 15 children; its sleeping children die with the test.
-    assert result.verdict is Verdict.PASSED, result.tests[0]
-    assert _leftover_processes() == []
+    # As root: 16 processes under the program's own uid, i.e. the program and 15 children. Elsewhere
+    # the cap also counts the user's other processes, so only "well below 40" is certain.
+    assert result.tests[0].verdict is (Verdict.PASSED if os.geteuid() == 0 else Verdict.WRONG_ANSWER)
+    assert int(result.tests[0].stdout_head) < 40
+    assert _leftover_processes() == []  # its sleeping children died with the test
 
 
 def test_there_are_at_least_twenty_kinds():

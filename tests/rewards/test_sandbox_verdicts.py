@@ -6,7 +6,8 @@ import time
 import pytest
 
 from rlhf_jax.rewards.pool import ProgramRequest, evaluate_programs
-from rlhf_jax.rewards.sandbox import SandboxConfig, evaluate_program
+from rlhf_jax.rewards import sandbox
+from rlhf_jax.rewards.sandbox import SandboxConfig, SandboxError, evaluate_program
 from rlhf_jax.rewards.verdicts import TestCase, Verdict
 
 ADD = "a, b = map(int, input().split())\nprint(a + b)\n"
@@ -146,3 +147,41 @@ def test_bad_arguments_are_rejected_before_running(kwargs, error, message):
     tests = arguments.pop("tests")
     with pytest.raises(error, match=message):
         evaluate_program(ADD, tests, **arguments)
+
+
+# Stand-ins for the runner, to show that the harness survives a runner that misbehaves.
+_READY = 'print(json.dumps({"event": "ready", "protections": [], "network": "netns"}), flush=True)\n'
+FAKE_RUNNERS = {
+    "hangs_after_ready": _READY + "time.sleep(60)\n",
+    "dies_after_ready": _READY + "os._exit(3)\n",
+    "never_ready": "time.sleep(60)\n",
+    "fatal": 'print(json.dumps({"event": "fatal", "message": "probe failed: test"}), flush=True)\n',
+}
+
+
+def _fake_runner(tmp_path, monkeypatch, name):
+    path = tmp_path / f"{name}.py"
+    path.write_text("import json, os, sys, time\nsys.stdin.readline()\n" + FAKE_RUNNERS[name])
+    monkeypatch.setattr(sandbox, "RUNNER", str(path))
+
+
+def test_harness_gives_verdicts_when_the_runner_hangs_or_dies(tmp_path, monkeypatch):
+    config = SandboxConfig(grace_s=0.5)
+    _fake_runner(tmp_path, monkeypatch, "hangs_after_ready")
+    start = time.monotonic()
+    hung = evaluate_program(ADD, ADD_TESTS, timeout_s=0.5, config=config)
+    assert time.monotonic() - start < 0.5 + 0.5 + 1.0
+    assert _verdicts(hung) == [Verdict.TIMEOUT, Verdict.NOT_RUN, Verdict.NOT_RUN]
+    assert "stopped answering" in hung.tests[0].detail
+    _fake_runner(tmp_path, monkeypatch, "dies_after_ready")
+    died = evaluate_program(ADD, ADD_TESTS, timeout_s=0.5, config=config)
+    assert _verdicts(died) == [Verdict.RUNTIME_ERROR] * 3 and "exited unexpectedly" in died.tests[0].detail
+
+
+@pytest.mark.parametrize("name, message", [("never_ready", "no answer"), ("fatal", "probe failed: test")])
+def test_sandbox_error_when_the_runner_cannot_start(tmp_path, monkeypatch, name, message):
+    _fake_runner(tmp_path, monkeypatch, name)
+    start = time.monotonic()
+    with pytest.raises(SandboxError, match=message):
+        evaluate_program(ADD, ADD_TESTS, config=SandboxConfig(grace_s=0.2))
+    assert time.monotonic() - start < 0.2 + 2.0 + 1.0
