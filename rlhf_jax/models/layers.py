@@ -77,8 +77,10 @@ def apply_rope(x_BxTxNxH, cos_BxTxH, sin_BxTxH):
     return x_BxTxNxH * cos + rotated * sin
 
 
-def make_attention_mask(query_slots_BxT, key_valid_BxS, sliding_window: int | None):
+def make_attention_mask(query_slots_BxT, key_valid_BxS, sliding_window: int | None, segment_ids_BxT=None):
     """Boolean [B, T, S]: causal in slot order, padding keys hidden, optional sliding window.
+
+    With `segment_ids` (packed rows, no cache: S == T) a query sees only keys of its own segment.
 
     Slot s holds the s-th token written (in a KV cache or a full sequence). A query always sees its
     own slot, so rows of pure padding stay finite instead of attending to nothing.
@@ -89,6 +91,8 @@ def make_attention_mask(query_slots_BxT, key_valid_BxS, sliding_window: int | No
     causal = k_slots <= q_slots
     if sliding_window is not None:
         causal &= (q_slots - k_slots) < sliding_window
+    if segment_ids_BxT is not None:
+        causal &= segment_ids_BxT[:, :, None] == segment_ids_BxT[:, None, :]
     return (causal & key_valid_BxS[:, None, :]) | (k_slots == q_slots)
 
 

@@ -53,10 +53,13 @@ def last_valid_index(attention_mask_BxT):
     return jnp.max(jnp.where(attention_mask_BxT.astype(bool), idx, -1), axis=1).clip(0)
 
 
-def _check_inputs(input_ids, attention_mask, positions):
+def _check_inputs(input_ids, attention_mask, positions, segment_ids=None):
     if input_ids.ndim != 2:
         raise ValueError(f"input_ids must be [B, T], got shape {input_ids.shape}")
-    for name, arr in (("attention_mask", attention_mask), ("positions", positions)):
+    if segment_ids is not None and positions is None:
+        raise ValueError("segment_ids (packed rows) need explicit positions restarting at each segment")
+    for name, arr in (("attention_mask", attention_mask), ("positions", positions),
+                      ("segment_ids", segment_ids)):
         if arr is not None and arr.shape != input_ids.shape:
             raise ValueError(f"{name} shape {arr.shape} does not match input_ids shape {input_ids.shape}")
 
@@ -71,8 +74,16 @@ class LlamaModel(nnx.Module):
         self.layers = DecoderLayers(cfg, stack=cfg.num_layers, rngs=rngs)
         self.norm = param(rngs, (cfg.hidden_size,), ("norm",), dtype_of(cfg.param_dtype), std=None)
 
-    def __call__(self, input_ids, attention_mask=None, positions=None, cache: KVCache | None = None):
-        _check_inputs(input_ids, attention_mask, positions)
+    def __call__(self, input_ids, attention_mask=None, positions=None, cache: KVCache | None = None,
+                 segment_ids=None):
+        """Hidden states [B, T, D] and the updated cache (None without one).
+
+        `segment_ids` [B, T] (packed rows: several sequences per row, numbered 1, 2, ...; 0 =
+        padding) keep attention inside each sequence; they need `positions` and no cache.
+        """
+        _check_inputs(input_ids, attention_mask, positions, segment_ids)
+        if segment_ids is not None and cache is not None:
+            raise ValueError("segment_ids (packing) cannot be combined with a KV cache")
         cfg = self.cfg
         B, T = input_ids.shape
         mask = jnp.ones((B, T), bool) if attention_mask is None else attention_mask.astype(bool)
@@ -90,7 +101,7 @@ class LlamaModel(nnx.Module):
         x = jnp.take(self.embed[...], input_ids, axis=0).astype(dtype_of(cfg.dtype))
         x = constrain(x, ("batch", "length", "act_embed"))
         cos, sin = rope_tables(cfg, positions)
-        mask_BxTxS = make_attention_mask(q_slots, key_valid, cfg.sliding_window)
+        mask_BxTxS = make_attention_mask(q_slots, key_valid, cfg.sliding_window, segment_ids)
         x, ks, vs = scan_layers(self.layers, x, cos, sin, mask_BxTxS,
                                 None if cache is None else cache.k,
                                 None if cache is None else cache.v, index)
@@ -113,16 +124,16 @@ class LlamaForCausalLM(nnx.Module):
         """The [D, V] output projection (the transposed embedding when tied)."""
         return self.model.embed[...].T if self.cfg.tie_word_embeddings else self.lm_head[...]
 
-    def hidden(self, input_ids, attention_mask=None, positions=None):
+    def hidden(self, input_ids, attention_mask=None, positions=None, segment_ids=None):
         """Final-norm hidden states [B, T, D], for memory-aware chunked log-prob computation."""
-        return self.model(input_ids, attention_mask, positions)[0]
+        return self.model(input_ids, attention_mask, positions, segment_ids=segment_ids)[0]
 
     def logits_from_hidden(self, hidden_BxTxD):
         logits = jnp.einsum("btd,dv->btv", hidden_BxTxD, self.head_weight().astype(hidden_BxTxD.dtype))
         return constrain(logits, ("batch", "length", "act_vocab"))
 
-    def __call__(self, input_ids, attention_mask=None, positions=None):
-        return self.logits_from_hidden(self.hidden(input_ids, attention_mask, positions))
+    def __call__(self, input_ids, attention_mask=None, positions=None, segment_ids=None):
+        return self.logits_from_hidden(self.hidden(input_ids, attention_mask, positions, segment_ids))
 
     def init_cache(self, batch_size: int, max_length: int, dtype=None) -> KVCache:
         """An empty static cache for `max_length` slots (prompt + new tokens)."""
@@ -147,8 +158,8 @@ class LlamaForScore(nnx.Module):
         self.score = param(rngs, (cfg.hidden_size,), ("embed",), dtype_of(cfg.param_dtype),
                            std=cfg.initializer_range)
 
-    def __call__(self, input_ids, attention_mask=None, positions=None) -> ScoreOutput:
-        h, _ = self.model(input_ids, attention_mask, positions)
+    def __call__(self, input_ids, attention_mask=None, positions=None, segment_ids=None) -> ScoreOutput:
+        h, _ = self.model(input_ids, attention_mask, positions, segment_ids=segment_ids)
         values = jnp.einsum("btd,d->bt", h.astype(jnp.float32), self.score[...].astype(jnp.float32))
         if attention_mask is None:
             last = jnp.full((input_ids.shape[0],), input_ids.shape[1] - 1, jnp.int32)

@@ -131,3 +131,16 @@ def test_tokenizer_trained_here_loads_and_vocab_mismatch_is_reported(tmp_path):
     save_pretrained(model, str(tmp_path / "m"), tokenizer=load_tokenizer(str(tmp_path / "tok")))
     check_vocab(load_tokenizer(str(tmp_path / "m")), load_pretrained(str(tmp_path / "m")).cfg)
     assert os.path.exists(tmp_path / "m" / "tokenizer.json")
+
+
+def test_packed_row_equals_its_sequences_run_alone():
+    model = LlamaForCausalLM(CFG, rngs=nnx.Rngs(6))
+    a, b = _ids(B=1, T=5, seed=7), _ids(B=1, T=4, seed=8)
+    packed = jnp.concatenate([a, b, jnp.zeros((1, 3), jnp.int32)], axis=1)
+    segments = jnp.asarray([[1] * 5 + [2] * 4 + [0] * 3])
+    positions = jnp.asarray([list(range(5)) + list(range(4)) + [0] * 3])
+    out = np.asarray(model(packed, segments > 0, positions, segment_ids=segments))
+    np.testing.assert_allclose(out[0, :5], np.asarray(model(a))[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out[0, 5:9], np.asarray(model(b))[0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="segment_ids .* need explicit positions"):
+        model(packed, segment_ids=segments)
