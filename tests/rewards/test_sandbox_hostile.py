@@ -43,7 +43,7 @@ class Hostile:
 HOSTILE = [
     Hostile("fork_bomb", "while True:\n    try:\n        os.fork()\n    except OSError:\n        pass", frozenset({T})),
     Hostile("memory_bomb", "x = bytearray(1 << 36)", frozenset({M})),
-    Hostile("memory_growth", "a = []\nwhile True:\n    a.append(bytearray(1 << 20))", frozenset({M})),
+    Hostile("memory_growth", "a = []\nwhile True:\n    a.append(bytearray(1 << 24))", frozenset({M})),
     Hostile("infinite_loop", "while True:\n    pass", frozenset({T})),
     Hostile("sleep_past_limit", "time.sleep(60)", frozenset({T})),
     Hostile("ignore_signals", "for s in (signal.SIGTERM, signal.SIGINT, signal.SIGXCPU, signal.SIGHUP):\n"
