@@ -12,6 +12,7 @@ RUNTIME = [
     "safetensors>=0.5",
     "tensorflow-datasets>=4.9.9",
     "array-record>=0.8",
+    "pyarrow>=14",  # parquet files of the HF datasets (APPS, CodeContests, SafeRLHF, HH-RLHF)
     "grain>=0.2.12",
     "numpy>=2.0",
     "tensorboardX>=2.6",
