@@ -36,24 +36,31 @@ def check_sampling_args(*, temperature: float, top_k: int, top_p: float) -> None
         raise ValueError(f"top_p must be in (0, 1] (1 = off), got {top_p!r}")
 
 
-def filter_logits(logits_BxV: jax.Array, *, temperature: float = 1.0, top_k: int = 0,
-                  top_p: float = 1.0) -> jax.Array:
+def _is_static(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def filter_logits(logits_BxV: jax.Array, *, temperature: float | jax.Array = 1.0, top_k: int = 0,
+                  top_p: float | jax.Array = 1.0) -> jax.Array:
     """float32 logits / temperature with -inf outside the top-k and then top-p set.
 
-    top_k=0 and top_p=1 switch those filters off; with both off no sort is done. top_k > V is
-    the same as top_k = V.
+    top_k (a Python int) = 0 and top_p = 1 switch those filters off; with both off no sort is
+    done. top_k > V is the same as top_k = V. `temperature` and `top_p` may be traced scalars (a
+    traced top_p always runs the filter); Python numbers are range-checked here.
     """
-    check_sampling_args(temperature=temperature, top_k=top_k, top_p=top_p)
+    check_sampling_args(temperature=temperature if _is_static(temperature) else 1.0, top_k=top_k,
+                        top_p=top_p if _is_static(top_p) else 1.0)
     if logits_BxV.ndim != 2:
         raise ValueError(f"logits_BxV must be [B, V], got shape {logits_BxV.shape}")
-    x_BxV = logits_BxV.astype(jnp.float32) / jnp.float32(temperature)
+    x_BxV = logits_BxV.astype(jnp.float32) / jnp.asarray(temperature, jnp.float32)
     vocab = x_BxV.shape[-1]
-    if top_k in (0, vocab) and top_p >= 1:
+    use_top_p = not _is_static(top_p) or top_p < 1
+    if top_k in (0, vocab) and not use_top_p:
         return x_BxV
     k = vocab if top_k == 0 else min(top_k, vocab)
     sorted_BxK, _ = jax.lax.top_k(x_BxV, k)  # decreasing
     threshold_B = sorted_BxK[:, -1]
-    if top_p < 1:
+    if use_top_p:
         probs_BxK = jax.nn.softmax(sorted_BxK, axis=-1)  # renormalized over the top-k set
         mass_before_BxK = jnp.cumsum(probs_BxK, axis=-1) - probs_BxK
         keep_BxK = mass_before_BxK < top_p
@@ -66,13 +73,15 @@ def _gather(x_BxV, tokens_B):
 
 
 def sample_tokens(key: jax.Array | None, logits_BxV: jax.Array, *, greedy: bool = False,
-                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
+                  temperature: float | jax.Array = 1.0, top_k: int = 0,
+                  top_p: float | jax.Array = 1.0):
     """Draws one token per row; returns (tokens_B int32, logps_B, sampling_logps_B) in float32.
 
     Args:
       key: a PRNG key (unused, may be None, when greedy).
       logits_BxV: next-token logits of any float dtype; the log-probs are computed in float32.
       greedy: argmax instead of sampling (temperature, top_k, top_p are then ignored).
+      temperature, top_k, top_p: as in `filter_logits`.
     """
     logits_BxV = logits_BxV.astype(jnp.float32)
     logp_all_BxV = jax.nn.log_softmax(logits_BxV, axis=-1)

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from rlhf_jax.models import LlamaConfig, LlamaForCausalLM, create_model
+from rlhf_jax.models import LlamaConfig, LlamaForCausalLM
 from rlhf_jax.sharding import MeshConfig, make_mesh
 
 TINY = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
@@ -21,7 +21,9 @@ def one_device_mesh():
 
 
 def tiny_model(seed: int = 0, cfg: LlamaConfig = TINY):
-    return create_model(LlamaForCausalLM, cfg, mesh=one_device_mesh(), seed=seed)
+    """A random model on the first device, built eagerly: the ops compile once per process, where
+    `create_model` would compile an initializer per seed."""
+    return LlamaForCausalLM(cfg, rngs=nnx.Rngs(seed))
 
 
 def sharpened(model, factor: float):
@@ -48,3 +50,20 @@ def chi2_critical(df: int, z: float = 3.719) -> float:
     Wilson-Hilferty cube approximation (accurate to ~1% for df >= 3)."""
     a = 2.0 / (9.0 * df)
     return df * (1.0 - a + z * math.sqrt(a)) ** 3
+
+
+def reference_filter(logits_BxV, temperature: float, top_k: int, top_p: float):
+    """(keep_BxV, probs_BxV) in float64, from the definitions: scale by 1/temperature; keep the
+    top_k largest (0 = all); then keep the shortest prefix, by decreasing probability renormalized
+    over the top-k, whose mass reaches top_p; probs_BxV is the distribution renormalized over keep."""
+    x = np.asarray(logits_BxV, np.float64) / temperature
+    order = np.argsort(-x, axis=-1)
+    ranks = np.argsort(order, axis=-1)  # rank of each token, 0 = largest
+    keep = ranks < (top_k or x.shape[-1])
+    p = np.where(keep, np.exp(x - x.max(axis=-1, keepdims=True)), 0.0)
+    p /= p.sum(axis=-1, keepdims=True)
+    p_sorted = np.take_along_axis(p, order, axis=-1)
+    mass_before = np.take_along_axis(np.cumsum(p_sorted, axis=-1) - p_sorted, ranks, axis=-1)
+    keep &= mass_before < top_p
+    q = np.where(keep, p, 0.0)
+    return keep, q / q.sum(axis=-1, keepdims=True)

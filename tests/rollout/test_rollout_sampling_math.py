@@ -6,26 +6,15 @@ import numpy as np
 import pytest
 
 from rlhf_jax.rollout.sampling import filter_logits, sample_tokens
-from tests.rollout.rollout_fixtures import chi2_critical
+from tests.rollout.rollout_fixtures import chi2_critical, reference_filter
 
 # One row of logits over a vocab of 10, distinct values (no ties at any boundary).
 LOGITS_V = np.array([2.0, 1.5, 1.2, 0.9, 0.5, 0.1, -0.3, -0.8, -1.5, -3.0], np.float32)
 
 
 def reference(temperature, top_k, top_p):
-    """The kept set and renormalized probabilities, derived in float64 from the definitions:
-    scale by 1/temperature; keep the k largest; then keep the shortest prefix (by decreasing
-    probability, renormalized over the top-k) whose mass reaches top_p."""
-    x = LOGITS_V.astype(np.float64) / temperature
-    order = np.argsort(-x)
-    keep = np.zeros(x.shape, bool)
-    keep[order[:top_k or len(x)]] = True
-    p = np.where(keep, np.exp(x - x.max()), 0.0)
-    p /= p.sum()
-    mass_before = np.cumsum(p[order]) - p[order]
-    keep[order[mass_before >= top_p]] = False
-    q = np.where(keep, p, 0.0)
-    return keep, q / q.sum()
+    keep, q = reference_filter(LOGITS_V[None, :], temperature, top_k, top_p)
+    return keep[0], q[0]
 
 
 _sample = jax.jit(sample_tokens, static_argnames=("greedy", "temperature", "top_k", "top_p"))
