@@ -268,35 +268,46 @@ def save_pretrained(model, path: str, *, dtype: str | None = None, max_shard_byt
         _write_hf_config(cfg, path, is_score=is_score)
         if tokenizer is not None:
             tokenizer.save_pretrained(path)
-    shards: list[dict[str, np.ndarray]] = [{}]
+    # Shards are written as soon as they fill (temporary names), so the host holds at most one
+    # shard and one parameter; they are renamed to model-0000k-of-0000n once n is known.
+    shard: dict[str, np.ndarray] = {}
+    written: list[tuple[str, list[str], int]] = []  # (temp file, tensor names, bytes)
+
+    def flush():
+        if shard:
+            tmp = os.path.join(path, f".shard-{len(written):05d}.safetensors.tmp")
+            save_file(shard, tmp, metadata={"format": "pt"})
+            written.append((tmp, list(shard), sum(v.nbytes for v in shard.values())))
+            shard.clear()
+
     size = 0
     for ours, var in flat.items():
         template, _, to_hf = rules[ours]
         arr = var.get_value()
+        full = _to_host(arr)  # every process joins the gather; one parameter on the host at a time
+        if not writer:
+            continue
         layers = range(arr.shape[0]) if "{i}" in template else [None]
         for i in layers:
-            host = _to_host(arr if i is None else arr[i])  # every process joins the gather
-            if not writer:
-                continue
-            host = to_hf(host)
+            host = to_hf(full if i is None else full[i])
             host = np.ascontiguousarray(host.astype(jnp.dtype(dtype)) if dtype else host)
-            if size + host.nbytes > max_shard_bytes and shards[-1]:
-                shards.append({})
+            if size + host.nbytes > max_shard_bytes and shard:
+                flush()
                 size = 0
-            shards[-1][template.format(i=i)] = host
+            shard[template.format(i=i)] = host
             size += host.nbytes
     if not writer:
         return
-    if len(shards) == 1:
-        save_file(shards[0], os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    flush()
+    if len(written) == 1:
+        os.replace(written[0][0], os.path.join(path, "model.safetensors"))
         return
     weight_map, total = {}, 0
-    for k, shard in enumerate(shards):
-        name = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, os.path.join(path, name), metadata={"format": "pt"})
-        for key, value in shard.items():
-            weight_map[key] = name
-            total += value.nbytes
+    for k, (tmp, names, nbytes) in enumerate(written):
+        name = f"model-{k + 1:05d}-of-{len(written):05d}.safetensors"
+        os.replace(tmp, os.path.join(path, name))
+        weight_map.update({n: name for n in names})
+        total += nbytes
     with open(os.path.join(path, "model.safetensors.index.json"), "w") as f:
         json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
 
