@@ -9,7 +9,8 @@ from tests.rollout.rollout_fixtures import tiny_model
 
 PROMPTS = [[5, 6, 7], [8, 9, 10, 11], [30, 31], [50, 51, 52, 53, 54], [70], [71, 72, 73]]
 N = 10
-PAD = 96
+PAD = 1
+NEVER = 0  # a token these weights never produce for PROMPTS (the `free` fixture checks it)
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +20,10 @@ def sampler():
 
 @pytest.fixture(scope="module")
 def free(sampler):
-    """Greedy responses with no end tokens: every row runs N steps."""
-    out = sampler.generate(None, PromptBatch.from_lists(PROMPTS),
-                           RolloutConfig(max_new_tokens=N, greedy=True, pad_token_id=PAD))
+    """Greedy responses with end tokens these rows never produce: every row runs N steps. (End
+    token ids are traced, so this is the same compiled program as the tests' own.)"""
+    out = sampler.generate(None, PromptBatch.from_lists(PROMPTS), RolloutConfig(
+        max_new_tokens=N, greedy=True, eos_token_id=NEVER, stop_token_ids=(NEVER,), pad_token_id=PAD))
     assert (np.asarray(out.lengths_B) == N).all()
     return out
 
