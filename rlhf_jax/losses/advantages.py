@@ -35,38 +35,41 @@ def last_token_mask(mask_BxT: jax.Array) -> jax.Array:
 
 def kl_penalized_rewards(
     scores_B: jax.Array,
-    old_logps_BxT: jax.Array,
+    logps_BxT: jax.Array,
     ref_logps_BxT: jax.Array,
     mask_BxT: jax.Array,
     *,
     kl_coef: float,
-    reward_clip: float | None = None,
+    reward_clip: float | None,
 ) -> jax.Array:
     """Per-token PPO rewards: KL penalty on every response token, sequence score on the last one.
 
       r_t = -kl_coef * (log pi_old(y_t) - log pi_ref(y_t))  + [t is last valid] * clip(score)
 
     where clip(score) = clip(score, -reward_clip, reward_clip) if reward_clip is given (the paper
-    uses 20) and the log-ratio is the single-sample (k1) KL estimate of the sampled token.
+    uses 20) and the log-ratio is the single-sample (k1) KL estimate of the sampled token: the
+    KL-regularized reward of Ouyang et al. 2022 (eq. 2), spread over tokens as in Xu et al. 2024.
 
     Args:
       scores_B: [B] float, reward-model score of each full response.
-      old_logps_BxT: [B, T] float, log-probs of the sampled tokens under the rollout policy.
+      logps_BxT: [B, T] float, log-probs of the sampled tokens under the rollout policy
+        (pi_old; treated as data, not differentiated by any caller).
       ref_logps_BxT: [B, T] float, the same under the reference model.
       mask_BxT: [B, T] 0/1, 1 on response tokens. The score goes to the last 1 of each row;
         a row with no 1 gets no reward at all.
       kl_coef: >= 0 (the paper uses 0.1).
-      reward_clip: > 0 or None for no clipping.
+      reward_clip: > 0 (the paper uses 20), or None for no clipping; required so that no
+        caller forgets the paper's clip by omission.
 
     Returns:
       rewards_BxT: [B, T] float32, 0 where mask == 0.
     """
     check_rank("scores_B", scores_B, 1)
     check_float("scores_B", scores_B)
-    for name, x in (("old_logps_BxT", old_logps_BxT), ("ref_logps_BxT", ref_logps_BxT)):
+    for name, x in (("logps_BxT", logps_BxT), ("ref_logps_BxT", ref_logps_BxT)):
         check_rank(name, x, 2)
         check_float(name, x)
-    check_same_shape(old_logps_BxT=old_logps_BxT, ref_logps_BxT=ref_logps_BxT, mask_BxT=mask_BxT)
+    check_same_shape(logps_BxT=logps_BxT, ref_logps_BxT=ref_logps_BxT, mask_BxT=mask_BxT)
     if jnp.shape(scores_B)[0] != jnp.shape(mask_BxT)[0]:
         raise ValueError(
             f"scores_B{list(jnp.shape(scores_B))} and mask_BxT{list(jnp.shape(mask_BxT))} "
@@ -81,7 +84,7 @@ def kl_penalized_rewards(
     score = upcast(scores_B)
     if reward_clip is not None:
         score = jnp.clip(score, -reward_clip, reward_clip)
-    log_ratio = upcast(old_logps_BxT) - upcast(ref_logps_BxT)
+    log_ratio = upcast(logps_BxT) - upcast(ref_logps_BxT)
     rewards = -kl_coef * jnp.where(valid, log_ratio, 0.0) + jnp.where(last, score[:, None], 0.0)
     return jnp.where(valid, rewards, 0.0)
 

@@ -110,3 +110,55 @@ def sequence_logps(
     if length_normalized:
         return safe_divide(total_B, masked_count(mask_BxT, axis=-1))
     return total_B
+
+
+def segment_logps(
+    logps_BxT: jax.Array,
+    mask_BxT: jax.Array,
+    segment_ids_BxT: jax.Array,
+    *,
+    num_segments: int,
+    length_normalized: bool = False,
+) -> jax.Array:
+    """Per-segment log-probabilities of packed rows: `sequence_logps` for several examples a row.
+
+      out[b, s] = sum_t mask[b, t] * [segment_ids[b, t] == s + 1] * logps[b, t]
+
+    Segment ids follow `rlhf_jax.data.batching` (1, 2, ... per packed example, 0 = padding), so
+    column s holds segment s + 1; ids above `num_segments` are dropped, absent segments give 0.
+    With `length_normalized=True`, each sum is divided by the segment's valid-token count.
+    Packed == unpacked: for a model that keeps attention within segments, out[b, s] equals
+    `sequence_logps` of that example in a row of its own (tests/losses/test_sft_loss.py).
+
+    Args:
+      logps_BxT: [B, T] float per-token log-probs (from `token_logps` on the packed row).
+      mask_BxT: [B, T] 0/1 label mask; 0 on each segment's first position (it has no
+        in-segment predecessor to be predicted from) and on padding.
+      segment_ids_BxT: [B, T] integer segment ids of the labels.
+      num_segments: static int > 0, the most segments a row can hold.
+      length_normalized: divide by each segment's token count (RRHF/PRO score).
+
+    Returns:
+      logps_BxS: [B, num_segments] float32.
+    """
+    check_rank("logps_BxT", logps_BxT, 2)
+    check_float("logps_BxT", logps_BxT)
+    check_same_shape(logps_BxT=logps_BxT, mask_BxT=mask_BxT, segment_ids_BxT=segment_ids_BxT)
+    check_mask("mask_BxT", mask_BxT)
+    if not jnp.issubdtype(jnp.result_type(segment_ids_BxT), jnp.integer):
+        raise ValueError(
+            f"segment_ids_BxT must be integer ids, got {jnp.result_type(segment_ids_BxT)}"
+        )
+    if not isinstance(num_segments, int) or num_segments <= 0:
+        raise ValueError(f"num_segments must be a positive int, got {num_segments!r}")
+    ids_1x1xS = jnp.arange(1, num_segments + 1).reshape(1, 1, num_segments)
+    in_seg_BxTxS = (jnp.asarray(segment_ids_BxT)[..., None] == ids_1x1xS) & (
+        jnp.asarray(mask_BxT)[..., None] != 0
+    )
+    total_BxS = masked_sum(
+        jnp.broadcast_to(jnp.asarray(logps_BxT)[..., None], in_seg_BxTxS.shape), in_seg_BxTxS,
+        axis=1,
+    )
+    if length_normalized:
+        return safe_divide(total_BxS, masked_count(in_seg_BxTxS, axis=1))
+    return total_BxS

@@ -36,26 +36,33 @@ def ppo_policy_loss(
     advantages_BxT: jax.Array,
     mask_BxT: jax.Array,
     *,
-    clip_ratio: float,
+    clip_eps: float,
+    dual_clip: float | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """PPO clipped surrogate (Schulman et al. 2017, eq. 7), negated, token-level mean.
 
       rho_t = exp(log pi(y_t) - log pi_old(y_t))
-      loss  = mean_t max(-A_t * rho_t, -A_t * clip(rho_t, 1 - eps, 1 + eps))
+      l_t   = max(-A_t * rho_t, -A_t * clip(rho_t, 1 - eps, 1 + eps))
+      loss  = sum_t mask_t * l_t / sum_t mask_t
 
-    over valid tokens t. `old_logps_BxT` and `advantages_BxT` are constants (`stop_gradient`).
+    With `dual_clip` = c > 1 (dual-clip PPO, Ye et al. 2020, "Mastering Complex Control in MOBA
+    Games with Deep Reinforcement Learning", AAAI 2020), tokens with A_t < 0 use min(l_t, -c * A_t):
+    a huge ratio on a bad action can no longer make the loss (and its gradient) unbounded.
+    `old_logps_BxT` and `advantages_BxT` are constants (`stop_gradient`).
 
     Args:
       logps_BxT: [B, T] float log-probs of the sampled tokens under the current policy.
       old_logps_BxT: [B, T] float, same under the rollout policy.
       advantages_BxT: [B, T] float (normally whitened over the global batch).
       mask_BxT: [B, T] 0/1 response-token mask.
-      clip_ratio: eps > 0 (0.2 in our configs; not stated in the paper).
+      clip_eps: eps > 0 (0.2 in our configs; not stated in the paper).
+      dual_clip: None (off) or c > 1 (3 is usual).
 
     Returns:
       loss: scalar, 0 if no valid token.
       metrics: token means plus "count" (number of valid tokens): loss, clip_fraction (share of
-        tokens where the clipped term is the active one), approx_kl (mean of
+        tokens where the clipped term is the active one), dual_clip_fraction (share where the
+        dual bound -c * A is active; 0 when off), approx_kl (mean of
         0.5 * (log pi - log pi_old)^2), importance_ratio (mean rho).
     """
     valid = _check_token_arrays(
@@ -64,7 +71,9 @@ def ppo_policy_loss(
         old_logps_BxT=old_logps_BxT,
         advantages_BxT=advantages_BxT,
     )
-    check_positive("clip_ratio", clip_ratio)
+    check_positive("clip_eps", clip_eps)
+    if dual_clip is not None and isinstance(dual_clip, (int, float)) and not dual_clip > 1.0:
+        raise ValueError(f"dual_clip must be > 1 or None, got {dual_clip}")
     # Padding may hold anything (NaN, -inf log-probs): zero every input there first, so that
     # neither the loss nor its gradient can pick up a NaN from a masked position.
     logps, old_logps, adv = (
@@ -74,13 +83,20 @@ def ppo_policy_loss(
     log_ratio = logps - jax.lax.stop_gradient(old_logps)
     ratio = jnp.exp(log_ratio)
     unclipped = -adv * ratio
-    clipped = -adv * jnp.clip(ratio, 1.0 - clip_ratio, 1.0 + clip_ratio)
+    clipped = -adv * jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
     losses = jnp.maximum(unclipped, clipped)
+    if dual_clip is None:
+        dual_active = jnp.zeros_like(losses, jnp.bool_)
+    else:
+        dual_bound = -dual_clip * adv
+        dual_active = (adv < 0) & (losses > dual_bound)
+        losses = jnp.where(dual_active, dual_bound, losses)
 
     loss = masked_mean(losses, valid)
     metrics = {
         "loss": loss,
         "clip_fraction": masked_mean((clipped > unclipped).astype(jnp.float32), valid),
+        "dual_clip_fraction": masked_mean(dual_active.astype(jnp.float32), valid),
         "approx_kl": masked_mean(0.5 * jnp.square(log_ratio), valid),
         "importance_ratio": masked_mean(ratio, valid),
         "count": masked_count(valid),
@@ -94,14 +110,16 @@ def ppo_value_loss(
     returns_BxT: jax.Array,
     mask_BxT: jax.Array,
     *,
-    value_clip: float | None,
+    clip_eps: float | None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Clipped value loss (as in OpenAI baselines PPO2 and ReaLHF), token-level mean.
 
-      v_clip = old_v + clip(v - old_v, -value_clip, value_clip)
-      loss   = mean_t 0.5 * max((v - R)^2, (v_clip - R)^2)
+      v_clip = old_v + clip(v - old_v, -eps, eps)
+      l_t    = 0.5 * max((v - R)^2, (v_clip - R)^2)
+      loss   = sum_t mask_t * l_t / sum_t mask_t
 
-    or 0.5 * (v - R)^2 when value_clip is None. `old_values_BxT` and `returns_BxT` are constants.
+    or l_t = 0.5 * (v - R)^2 when clip_eps is None. `old_values_BxT` and `returns_BxT` are
+    constants.
     Xu et al. use value-loss clipping (clip range not stated; 0.2 in our configs).
 
     Args:
@@ -109,7 +127,7 @@ def ppo_value_loss(
       old_values_BxT: [B, T] float critic outputs at rollout time, same space.
       returns_BxT: [B, T] float value targets, same space.
       mask_BxT: [B, T] 0/1 response-token mask.
-      value_clip: > 0, or None for the unclipped loss.
+      clip_eps: eps > 0, or None for the unclipped loss.
 
     Returns:
       loss: scalar, 0 if no valid token.
@@ -119,18 +137,18 @@ def ppo_value_loss(
     valid = _check_token_arrays(
         mask_BxT, values_BxT=values_BxT, old_values_BxT=old_values_BxT, returns_BxT=returns_BxT
     )
-    if value_clip is not None:
-        check_positive("value_clip", value_clip)
+    if clip_eps is not None:
+        check_positive("clip_eps", clip_eps)
     values, old_values, returns = (
         jnp.where(valid, upcast(x), 0.0) for x in (values_BxT, old_values_BxT, returns_BxT)
     )
     old_values = jax.lax.stop_gradient(old_values)
     returns = jax.lax.stop_gradient(returns)
     err = jnp.square(values - returns)
-    if value_clip is None:
+    if clip_eps is None:
         losses, clip_frac = 0.5 * err, jnp.zeros_like(err)
     else:
-        v_clipped = old_values + jnp.clip(values - old_values, -value_clip, value_clip)
+        v_clipped = old_values + jnp.clip(values - old_values, -clip_eps, clip_eps)
         err_clipped = jnp.square(v_clipped - returns)
         losses = 0.5 * jnp.maximum(err, err_clipped)
         clip_frac = (err_clipped > err).astype(jnp.float32)

@@ -1,7 +1,7 @@
 """Preference losses for scalar-head reward and cost models.
 
-`reward_model_loss` is the Bradley-Terry pairwise loss behind the reward model that PPO optimizes.
-`cost_model_loss` is the safe-rlhf cost-model loss (Dai et al. 2024, "Safe RLHF") that the study's
+`reward_loss` is the Bradley-Terry pairwise loss behind the reward model that PPO optimizes.
+`cost_loss` is the safe-rlhf cost-model loss (Dai et al. 2024, "Safe RLHF") that the study's
 SafeRLHF evaluation relies on (Xu et al. 2024, Section 6 / PAPER_NOTES): it ranks the pair and also
 classifies each response as safe (cost < 0) or unsafe (cost > 0).
 """
@@ -27,7 +27,7 @@ def _check_scores(mask_B: jax.Array | None, **scores: jax.Array) -> jax.Array:
     return jnp.asarray(mask_B) != 0
 
 
-def reward_model_loss(
+def reward_loss(
     chosen_scores_B: jax.Array,
     rejected_scores_B: jax.Array,
     *,
@@ -66,7 +66,7 @@ def reward_model_loss(
     return loss, metrics
 
 
-def cost_model_loss(
+def cost_loss(
     safer_costs_B: jax.Array,
     unsafer_costs_B: jax.Array,
     safer_is_safe_B: jax.Array,

@@ -5,8 +5,17 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from rlhf_jax.losses import combine_metrics, dpo_loss, masked_mean, ppo_policy_loss, rrhf_loss
+from rlhf_jax.losses import (
+    combine_metrics,
+    dpo_loss,
+    masked_mean,
+    ppo_policy_loss,
+    ppo_value_loss,
+    rrhf_loss,
+    sft_loss,
+)
 
 B, T = 8, 6
 RNG = np.random.default_rng(7)
@@ -16,18 +25,34 @@ LOGPS = jnp.asarray(-RNG.uniform(0.1, 3.0, size=(B, T)), jnp.float32)
 OLD = LOGPS + jnp.asarray(0.3 * RNG.normal(size=(B, T)), jnp.float32)
 ADV = jnp.asarray(RNG.normal(size=(B, T)) + 0.5 * np.arange(B)[:, None], jnp.float32)
 
-policy_loss = jax.jit(functools.partial(ppo_policy_loss, clip_ratio=0.2))
-policy_grad = jax.jit(jax.grad(lambda lp, old, adv, m: (lambda l, mt: l * mt["count"])(
-    *ppo_policy_loss(lp, old, adv, m, clip_ratio=0.2))))
+VALUES = jnp.asarray(RNG.normal(size=(B, T)), jnp.float32)
+RETURNS = VALUES + jnp.asarray(0.5 * RNG.normal(size=(B, T)), jnp.float32)
+
+# Every token-mean loss as f(x, mask, *row_constants): x is the differentiated [B, T] input, the
+# row constants are [B, T] arrays sliced with the micro-batch. One compiled program per shape.
+TOKEN_MEAN_LOSSES = {
+    "ppo_policy_loss": (
+        lambda lp, m, old, adv: ppo_policy_loss(lp, old, adv, m, clip_eps=0.2),
+        LOGPS, (OLD, ADV),
+    ),
+    "ppo_value_loss": (  # values moved off the old values so that some tokens clip
+        lambda v, m, old, ret: ppo_value_loss(v, old, ret, m, clip_eps=0.2),
+        VALUES + 0.3 * ADV, (VALUES, RETURNS),
+    ),
+    "sft_loss": (lambda lp, m: sft_loss(lp, m), LOGPS, ()),
+}
 
 
 def micro_batches(*arrays):
     return [tuple(a[i : i + 1] for a in arrays) for i in range(B)]
 
 
-def test_ppo_token_mean_1x8_equals_8x1():
-    full_loss, full_metrics = policy_loss(LOGPS, OLD, ADV, MASK_BxT)
-    parts = [policy_loss(*mb)[1] for mb in micro_batches(LOGPS, OLD, ADV, MASK_BxT)]
+@pytest.mark.parametrize("name", sorted(TOKEN_MEAN_LOSSES))
+def test_token_mean_losses_1x8_equal_8x1(name):
+    fn, x, consts = TOKEN_MEAN_LOSSES[name]
+    f = jax.jit(fn)
+    full_loss, full_metrics = f(x, MASK_BxT, *consts)
+    parts = [f(*mb)[1] for mb in micro_batches(x, MASK_BxT, *consts)]
     merged = combine_metrics(parts)
     for key in full_metrics:
         np.testing.assert_allclose(merged[key], full_metrics[key], rtol=1e-5, atol=1e-7)
@@ -36,13 +61,13 @@ def test_ppo_token_mean_1x8_equals_8x1():
     mean_of_means = np.mean([float(m["loss"]) for m, n in zip(parts, LENGTHS) if n])
     assert abs(mean_of_means - float(full_loss)) > 1e-2
 
-
-def test_ppo_gradient_accumulation_1x8_equals_8x1():
-    full = jax.grad(lambda lp: policy_loss(lp, OLD, ADV, MASK_BxT)[0])(LOGPS)
-    # Accumulate gradients of the sums (loss * count), divide once by the total count.
-    summed = [policy_grad(*mb) for mb in micro_batches(LOGPS, OLD, ADV, MASK_BxT)]
-    accumulated = jnp.concatenate(summed, axis=0) / LENGTHS.sum()
-    np.testing.assert_allclose(accumulated, full, rtol=1e-5, atol=1e-8)
+    # Gradient accumulation: sum the gradients of (loss * count), divide once by the total count.
+    summed = jax.jit(jax.grad(lambda *a: (lambda l, mt: l * mt["count"])(*fn(*a))))
+    full_grad = jax.jit(jax.grad(lambda *a: fn(*a)[0]))(x, MASK_BxT, *consts)
+    accumulated = jnp.concatenate(
+        [summed(*mb) for mb in micro_batches(x, MASK_BxT, *consts)], axis=0
+    ) / LENGTHS.sum()
+    np.testing.assert_allclose(accumulated, full_grad, rtol=1e-5, atol=1e-8)
 
 
 def test_masked_mean_of_rows_1x8_equals_8x1_with_sum_and_count():

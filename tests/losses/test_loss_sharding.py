@@ -16,6 +16,8 @@ from rlhf_jax.losses import (
     masked_whiten,
     ppo_policy_loss,
     ppo_value_loss,
+    reward_loss,
+    sft_loss,
     token_logps,
 )
 
@@ -40,12 +42,16 @@ def one_ppo_step(logits, labels, mask, old_logps, ref_logps, scores, values, old
     )
     adv, returns = gae_advantages(rewards, values, mask, gamma=1.0, lam=1.0)
     adv = masked_whiten(adv, mask)
-    pl, pm = ppo_policy_loss(logps, old_logps, adv, mask, clip_ratio=0.2)
-    vl, vm = ppo_value_loss(values, old_values, returns, mask, value_clip=0.2)
+    pl, pm = ppo_policy_loss(logps, old_logps, adv, mask, clip_eps=0.2)
+    vl, vm = ppo_value_loss(values, old_values, returns, mask, clip_eps=0.2)
     seq = jnp.sum(logps, axis=-1)
     dl, dm = dpo_loss(seq[::2], seq[1::2], seq[1::2], seq[::2], beta=0.1)
+    il, im = dpo_loss(seq[::2], seq[1::2], seq[1::2], seq[::2], beta=0.1, variant="ipo")
+    sl, sm = sft_loss(logps, mask)
+    rl, rm = reward_loss(scores[::2], scores[1::2])
     return dict(logps=logps, adv=adv, returns=returns, policy_loss=pl, policy=pm, value_loss=vl,
-                value=vm, dpo_loss=dl, dpo=dm, whitened_x=masked_whiten(X * SCALE, mask))
+                value=vm, dpo_loss=dl, dpo=dm, ipo_loss=il, ipo=im, sft_loss=sl, sft=sm,
+                reward_loss=rl, reward=rm, whitened_x=masked_whiten(X * SCALE, mask))
 
 
 def test_sharded_equals_single_device():

@@ -7,7 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rlhf_jax.losses import rrhf_loss
+from rlhf_jax.losses import rrhf_loss as _rrhf_loss
+
+# One compiled program per shape and setting instead of op-by-op dispatch.
+rrhf_loss = jax.jit(_rrhf_loss, static_argnames=("rank_weight",))
 
 RNG = np.random.default_rng(5)
 B, K = 3, 4

@@ -68,6 +68,7 @@ def test_ppo_kl_penalty_rules_out_mass_on_y3():
         jnp.log(jnp.array([[0.0], [0.5]])),  # y3 has no reference mass, y1 has 0.5
         jnp.ones((2, 1)),
         kl_coef=0.1,
+        reward_clip=None,
     )
     assert float(rewards[0, 0]) == -math.inf  # E_pi[reward] = -inf whenever pi(y3) > 0
     np.testing.assert_allclose(rewards[1, 0], -0.1 * math.log(0.1 / 0.5), rtol=1e-6)

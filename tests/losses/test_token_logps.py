@@ -7,6 +7,11 @@ import pytest
 
 from rlhf_jax.losses import sequence_logps, token_logps
 
+# Compiled once per shape and setting instead of op-by-op dispatch (the error tests and the jaxpr
+# test call the plain functions).
+token_logps_jit = jax.jit(token_logps, static_argnames=("chunk_size",))
+sequence_logps_jit = jax.jit(sequence_logps, static_argnames=("length_normalized", "chunk_size"))
+
 B, T, V = 2, 7, 11
 RNG = np.random.default_rng(1)
 LOGITS_BxTxV = jnp.asarray(3.0 * RNG.normal(size=(B, T, V)), jnp.float32)
@@ -21,7 +26,7 @@ def reference_logps(logits, labels):
 
 @pytest.mark.parametrize("chunk_size", [1, 3, 7, 128])  # one chunk per token, tail, exact, > T
 def test_matches_log_softmax_for_every_chunking(chunk_size):
-    out = token_logps(LOGITS_BxTxV, LABELS_BxT, MASK_BxT, chunk_size=chunk_size)
+    out = token_logps_jit(LOGITS_BxTxV, LABELS_BxT, MASK_BxT, chunk_size=chunk_size)
     ref = reference_logps(LOGITS_BxTxV, LABELS_BxT) * MASK_BxT
     assert out.shape == (B, T) and out.dtype == jnp.float32
     np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
@@ -30,15 +35,17 @@ def test_matches_log_softmax_for_every_chunking(chunk_size):
 
 def test_gradient_matches_reference():
     weights = jnp.asarray(RNG.normal(size=(B, T)), jnp.float32)
-    f = lambda lg: jnp.sum(weights * token_logps(lg, LABELS_BxT, MASK_BxT, chunk_size=3))
+    f = lambda lg: jnp.sum(weights * token_logps_jit(lg, LABELS_BxT, MASK_BxT, chunk_size=3))
     g = lambda lg: jnp.sum(weights * MASK_BxT * reference_logps(lg, LABELS_BxT))
-    np.testing.assert_allclose(jax.grad(f)(LOGITS_BxTxV), jax.grad(g)(LOGITS_BxTxV), atol=1e-6)
+    np.testing.assert_allclose(
+        jax.jit(jax.grad(f))(LOGITS_BxTxV), jax.jit(jax.grad(g))(LOGITS_BxTxV), atol=1e-6
+    )
 
 
 def test_bf16_logits_are_upcast_and_masked_labels_may_be_out_of_range():
     labels = jnp.where(MASK_BxT == 1, LABELS_BxT, -100)  # -100 on padding, as HF collators do
     lg16 = LOGITS_BxTxV.astype(jnp.bfloat16)
-    out = token_logps(lg16, labels, MASK_BxT, chunk_size=4)
+    out = token_logps_jit(lg16, labels, MASK_BxT, chunk_size=4)
     assert out.dtype == jnp.float32
     ref = reference_logps(lg16, LABELS_BxT) * MASK_BxT  # bf16 values, fp32 math
     np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
@@ -55,16 +62,16 @@ def test_no_full_float32_copy_of_the_logits_outside_the_chunk_loop():
 
 def test_sequence_logps_sum_and_length_normalized():
     ref_BxT = reference_logps(LOGITS_BxTxV, LABELS_BxT) * MASK_BxT
-    total = sequence_logps(LOGITS_BxTxV, LABELS_BxT, MASK_BxT, chunk_size=3)
+    total = sequence_logps_jit(LOGITS_BxTxV, LABELS_BxT, MASK_BxT, chunk_size=3)
     np.testing.assert_allclose(total, ref_BxT.sum(-1), rtol=1e-6)
-    mean = sequence_logps(LOGITS_BxTxV, LABELS_BxT, MASK_BxT, length_normalized=True)
+    mean = sequence_logps_jit(LOGITS_BxTxV, LABELS_BxT, MASK_BxT, length_normalized=True)
     np.testing.assert_allclose(mean, ref_BxT.sum(-1) / np.array([4.0, 7.0]), rtol=1e-6)
 
 
 def test_empty_sequence_has_zero_logp_in_both_modes():
     mask = MASK_BxT.at[0].set(0.0)
     for normalized in (False, True):
-        out = sequence_logps(LOGITS_BxTxV, LABELS_BxT, mask, length_normalized=normalized)
+        out = sequence_logps_jit(LOGITS_BxTxV, LABELS_BxT, mask, length_normalized=normalized)
         assert float(out[0]) == 0.0 and np.isfinite(float(out[1]))
 
 
