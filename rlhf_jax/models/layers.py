@@ -115,11 +115,14 @@ class DecoderLayers(nnx.Module):
         self.w_down = param(rngs, L + (F, D), la + ("mlp", "embed"), pd, std=std)
         self.cfg = cfg
 
-    def layer(self, x_BxTxD, cos, sin, mask_BxTxS, k_cache=None, v_cache=None, index=None):
-        """One layer (called on an unstacked slice inside the scan). Returns x and this layer's k, v.
+    def layer(self, x_BxTxD, cos, sin, mask_BxTxS, kv_cache=None):
+        """One layer (called on an unstacked slice inside the scan). Returns x, k, v.
 
-        Without a cache, keys are this call's tokens. With `k_cache`/`v_cache` [B, S, K, H], the new
-        keys are written at slot `index` and attention runs over the whole cache.
+        Without `kv_cache`, keys are this call's tokens and k, v are this call's. With
+        `kv_cache = (k_LxBxSxKxH, v_LxBxSxKxH, layer, index)`, the stacked caches of all layers,
+        this layer's new keys are written in place at [layer, :, index] (only the new slots are
+        written, so a decode step does not copy the cache), attention runs over this layer's whole
+        cache, and k, v are the updated stacked caches.
         """
         cfg, dt = self.cfg, x_BxTxD.dtype
         h = rms_norm(x_BxTxD, self.attn_norm[...], cfg.rms_norm_eps)
@@ -129,9 +132,13 @@ class DecoderLayers(nnx.Module):
         q = constrain(apply_rope(q, cos, sin), ("batch", "length", "act_heads", None))
         k = constrain(apply_rope(k, cos, sin), ("batch", "length", "act_kv_heads", None))
         v = constrain(v, ("batch", "length", "act_kv_heads", None))
-        if k_cache is not None:
-            k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, index, 0, 0))
-            v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, index, 0, 0))
+        if kv_cache is not None:
+            k_all, v_all, layer, index = kv_cache
+            at = (layer, 0, index, 0, 0)
+            k_all = jax.lax.dynamic_update_slice(k_all, k.astype(k_all.dtype)[None], at)
+            v_all = jax.lax.dynamic_update_slice(v_all, v.astype(v_all.dtype)[None], at)
+            k = jax.lax.dynamic_index_in_dim(k_all, layer, axis=0, keepdims=False)
+            v = jax.lax.dynamic_index_in_dim(v_all, layer, axis=0, keepdims=False)
         attn = jax.nn.dot_product_attention(
             q, k.astype(dt), v.astype(dt), mask=mask_BxTxS[:, None, :, :],
             scale=cfg.resolved_head_dim ** -0.5)
@@ -141,7 +148,8 @@ class DecoderLayers(nnx.Module):
         up = jnp.einsum("btd,df->btf", h, self.w_up[...].astype(dt))
         act = constrain(jax.nn.silu(gate) * up, ("batch", "length", "act_mlp"))
         x = x + jnp.einsum("btf,fd->btd", act, self.w_down[...].astype(dt))
-        return constrain(x, ("batch", "length", "act_embed")), k, v
+        x = constrain(x, ("batch", "length", "act_embed"))
+        return (x, k, v) if kv_cache is None else (x, k_all, v_all)
 
 
 REMAT_POLICIES = {
@@ -153,19 +161,28 @@ REMAT_POLICIES = {
 
 def scan_layers(layers: DecoderLayers, x_BxTxD, cos, sin, mask_BxTxS, cache_k=None, cache_v=None,
                 index=None):
-    """Runs the stacked layers with `lax.scan`; returns x and, with a cache, the updated [L, ...] k, v."""
+    """Runs the stacked layers with `lax.scan`; returns x and, with a cache, the updated [L, ...] k, v.
+
+    The cache rides in the scan carry (not in xs/ys), so each layer updates its new slots in place
+    instead of the scan re-stacking a full copy of the cache on every call.
+    """
     graphdef, state = nnx.split(layers)
     remat = layers.cfg.remat
+    cached = cache_k is not None
 
-    def body(x, xs):
-        layer_state, k_c, v_c = xs
+    def body(carry, xs):
+        x, k_all, v_all = carry
+        layer_state, layer_idx = xs
         layer = nnx.merge(graphdef, layer_state)
-        x, k, v = layer.layer(x, cos, sin, mask_BxTxS, k_c, v_c, index)
-        return x, ((k, v) if k_c is not None else None)  # no stacked k/v kept when training
+        kv_cache = (k_all, v_all, layer_idx, index) if cached else None
+        x, k, v = layer.layer(x, cos, sin, mask_BxTxS, kv_cache)
+        return (x, k, v) if cached else (x, None, None), None  # no k/v kept when training
 
     if remat != "none":
         if remat not in REMAT_POLICIES:
             raise ValueError(f"remat={remat!r}; choose from {['none', *REMAT_POLICIES]}")
         body = jax.checkpoint(body, policy=REMAT_POLICIES[remat], prevent_cse=False)
-    x, kv = jax.lax.scan(body, x_BxTxD, (state, cache_k, cache_v))
-    return (x, None, None) if kv is None else (x, *kv)
+    num_layers = jax.tree.leaves(state)[0].shape[0]
+    (x, k, v), _ = jax.lax.scan(body, (x_BxTxD, cache_k, cache_v),
+                                (state, jnp.arange(num_layers, dtype=jnp.int32)))
+    return x, k, v
