@@ -88,6 +88,11 @@ class Checkpointer:
                                            sharding=x.sharding) if _is_key(x) else x, target)
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(data_target), meta=ocp.args.JsonRestore()))
+        # Orbax may hand back small arrays (scalars) on one device; put every leaf where the target
+        # says, so a jitted step sees one device set.
+        state = jax.tree.map(
+            lambda x, t: x if t.sharding is None or x.sharding == t.sharding else jax.device_put(x, t.sharding),
+            restored["state"], data_target)
         meta = dict(restored["meta"] or {})
         impls = meta.pop(_IMPLS, {})
 
@@ -95,7 +100,7 @@ class Checkpointer:
             impl = impls.get(jax.tree_util.keystr(path))
             return x if impl is None else jax.random.wrap_key_data(x, impl=impl)
 
-        return jax.tree_util.tree_map_with_path(rewrap, restored["state"]), meta
+        return jax.tree_util.tree_map_with_path(rewrap, state), meta
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()

@@ -115,3 +115,14 @@ def test_crash_during_save_never_yields_a_half_written_checkpoint(tmp_path):
         if latest == 1:  # the interrupted step left at most a temporary folder, never step 2
             assert 2 not in ckpt.all_steps()
             assert not os.path.exists(tmp_path / "2")
+
+
+def test_scalars_restore_onto_the_target_mesh(tmp_path):
+    mesh = make_mesh(MeshConfig(2, 2, 2))
+    rep = jax.sharding.NamedSharding(mesh, jax.P())
+    state = {"step": jax.device_put(jnp.int32(5), rep), "w": jax.device_put(jnp.ones((8, 2)), rep)}
+    with Checkpointer(str(tmp_path)) as ckpt:
+        ckpt.save(5, state)
+        ckpt.wait()
+        restored, _ = ckpt.restore(target=abstract_target(state))
+    assert restored["step"].sharding == rep and int(restored["step"]) == 5

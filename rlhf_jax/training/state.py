@@ -1,0 +1,134 @@
+"""Train state, optimizers and exact gradient accumulation for the pure step functions.
+
+A model is split once into a static `graphdef` and its parameter State (`split_model`); step
+functions are module-level pure functions over `TrainState(params, opt_state, step)` and are
+jitted once with the state donated. Frozen models (reference, reward, cost) are separate,
+non-donated arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from rlhf_jax.losses import combine_metrics
+
+
+class TrainState(NamedTuple):
+    params: Any  # nnx.State of Params
+    opt_state: Any
+    step: jax.Array  # int32 scalar
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warmup and a constant or cosine schedule, and global-norm clipping."""
+
+    lr: float = 1e-5
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = 0
+    total_steps: int = 1000  # for the cosine schedule
+    weight_decay: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    max_grad_norm: float | None = 1.0
+
+
+def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
+    if cfg.schedule == "cosine":
+        lr = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, max(cfg.warmup_steps, 1),
+                                                max(cfg.total_steps, cfg.warmup_steps + 1))
+    elif cfg.warmup_steps > 0:
+        lr = optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps),
+                                   optax.constant_schedule(cfg.lr)], [cfg.warmup_steps])
+    else:
+        lr = cfg.lr
+    parts = [] if cfg.max_grad_norm is None else [optax.clip_by_global_norm(cfg.max_grad_norm)]
+    parts.append(optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay))
+    return optax.chain(*parts)
+
+
+def split_model(model) -> tuple[nnx.GraphDef, Any]:
+    """(graphdef, params): the static structure and the parameter State of an NNX model."""
+    graphdef, params = nnx.split(model, nnx.Param)
+    return graphdef, params
+
+
+def merge(graphdef, params):
+    return nnx.merge(graphdef, params)
+
+
+def on_mesh_of(params, tree):
+    """Every array of `tree` not already on the parameters' mesh, replicated over that mesh.
+
+    jit places outputs that do not depend on sharded inputs (Adam's step count, a step counter) on
+    one device; a later step that mixes them with sharded parameters would see two device sets
+    (and a checkpoint would restore them that way).
+    """
+    mesh = getattr(jax.tree.leaves(params)[0].sharding, "mesh", None)
+    if mesh is None:
+        return tree
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    def place(x):
+        on_mesh = getattr(x.sharding, "mesh", None) == mesh
+        return x if on_mesh else jax.device_put(x, replicated)
+
+    return jax.tree.map(place, tree)
+
+
+def init_train_state(params, tx: optax.GradientTransformation) -> TrainState:
+    """Optimizer state created by a jitted init, so it inherits the parameters' shardings."""
+    opt_state = on_mesh_of(params, jax.jit(tx.init)(params))
+    return TrainState(params, opt_state, on_mesh_of(params, jnp.zeros((), jnp.int32)))
+
+
+def apply_gradients(state: TrainState, grads, tx: optax.GradientTransformation) -> TrainState:
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    return TrainState(optax.apply_updates(state.params, updates), opt_state, state.step + 1)
+
+
+def split_micro_batches(batch, num_micro: int):
+    """[B, ...] -> [num_micro, B / num_micro, ...] for every array of the batch."""
+    def one(x):
+        if x.shape[0] % num_micro:
+            raise ValueError(f"batch of {x.shape[0]} rows is not divisible into {num_micro} micro-batches")
+        return x.reshape((num_micro, x.shape[0] // num_micro) + x.shape[1:])
+    return jax.tree.map(one, batch)
+
+
+def accumulate_gradients(loss_fn: Callable, params, batch, num_micro: int = 1):
+    """Gradient and metrics of a token/pair-mean loss over `num_micro` micro-batches, exactly.
+
+    `loss_fn(params, micro_batch) -> (loss, metrics)` follows rlhf_jax.losses: `loss` is a mean
+    over `metrics["count"]` elements. The result equals the full-batch gradient however the batch
+    is split: grad = sum_i grad(loss_i * count_i) / sum_i count_i (never a mean of means).
+    """
+    def summed(p, micro):
+        loss, metrics = loss_fn(p, micro)
+        return loss * metrics["count"], metrics
+
+    grad_fn = jax.grad(summed, has_aux=True)
+    if num_micro == 1:
+        grads, metrics = grad_fn(params, batch)
+        count = metrics["count"]
+    else:
+        micro = split_micro_batches(batch, num_micro)
+
+        def body(acc, mb):
+            g, m = grad_fn(params, mb)
+            return jax.tree.map(jnp.add, acc, g), m
+
+        zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+        grads, per_micro = jax.lax.scan(body, zeros, micro)
+        metrics = combine_metrics([{k: v[i] for k, v in per_micro.items()} for i in range(num_micro)])
+        count = metrics["count"]
+    scale = 1.0 / jnp.maximum(count, 1.0)
+    grads = jax.tree.map(lambda g, p: (g * scale).astype(p.dtype), grads, params)
+    return grads, metrics
