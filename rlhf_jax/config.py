@@ -160,11 +160,17 @@ def load_config(get_config: Callable[..., Any], argv: Sequence[str]) -> Any:
 
 def run(get_config: Callable[..., Any], main: Callable[[Any], Any], argv: Sequence[str] | None = None):
     """Entry point for experiment modules: parse flags, print the config, call `main(cfg)`."""
+    from rlhf_jax.distributed import initialize_from_env
+
+    initialize_from_env()  # before anything touches a device
     argv = sys.argv[1:] if argv is None else argv
     try:
         cfg = load_config(get_config, argv)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         raise SystemExit(2)
-    print("config:", json.dumps(to_dict(cfg), sort_keys=True))
+    import jax
+
+    if jax.process_index() == 0:
+        print("config:", json.dumps(to_dict(cfg), sort_keys=True))
     return main(cfg)
