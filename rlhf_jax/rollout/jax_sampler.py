@@ -6,10 +6,10 @@
 
 Prompt-length buckets: a batch is left-padded to the smallest bucket that holds its longest
 prompt, so a run compiles one program per (bucket, batch size, decode.Program) and then never again
-(`num_compilations` counts them). Temperature, top_p and the end/pad token ids are traced: changing
-them reuses the program; max_new_tokens, greedy, top_k, and switching top-p / EOS / the number of
-stop tokens on or off do not. Each program allocates its KV cache once, sized bucket +
-max_new_tokens; nothing is kept or grows between calls.
+(`num_compilations` counts them). Temperature, top_p and the EOS / stop / pad token ids are traced,
+so new values reuse the program; a new max_new_tokens, greedy, top_k, number of stop tokens, or
+turning top-p or EOS on or off compiles a new one. Each program allocates its KV cache once, sized
+bucket + max_new_tokens; nothing is kept or grows between calls.
 
 Sharding: prompt rows over (data, fsdp), attention heads and KV-cache heads over tensor. Params
 live in the sampler's own layout, `SAMPLING_RULES` by default: the training rules without fsdp on

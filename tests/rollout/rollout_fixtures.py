@@ -20,19 +20,23 @@ def one_device_mesh():
     return make_mesh(MeshConfig(1, 1, 1), devices=jax.devices()[:1])
 
 
-def tiny_model(seed: int = 0, cfg: LlamaConfig = TINY):
-    """A random model on the first device, built eagerly: the ops compile once per process, where
-    `create_model` would compile an initializer per seed."""
-    return LlamaForCausalLM(cfg, rngs=nnx.Rngs(seed))
+def tiny_model(seed: int = 0, cfg: LlamaConfig = TINY, *, head_scale: float = 1.0):
+    """A random model on the first device, its params drawn with numpy (nothing to compile):
+    weights N(0, 0.02^2), norm weights U(0.5, 1.5) so a swapped norm would show. `head_scale`
+    multiplies the output projection: > 1 gives peakier next-token distributions, so that top-k
+    and top-p cut off real probability mass."""
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: LlamaForCausalLM(cfg, rngs=nnx.Rngs(0))))
+    rng = np.random.default_rng(seed)
 
+    def draw(path, x):
+        name = jax.tree_util.keystr(path)
+        if "norm" in name:
+            value = rng.uniform(0.5, 1.5, x.shape)
+        else:
+            value = rng.normal(0.0, 0.02, x.shape) * (head_scale if "lm_head" in name else 1.0)
+        return jax.device_put(value.astype(x.dtype), jax.devices()[0])
 
-def sharpened(model, factor: float):
-    """The model with its output projection scaled by `factor`: peakier next-token distributions,
-    so that top-k / top-p cut off real probability mass."""
-    graphdef, state = nnx.split(model)
-    state = jax.tree_util.tree_map_with_path(
-        lambda path, x: x * factor if "lm_head" in jax.tree_util.keystr(path) else x, state)
-    return nnx.merge(graphdef, state)
+    return nnx.merge(graphdef, jax.tree_util.tree_map_with_path(draw, abstract))
 
 
 _forward = nnx.jit(lambda model, ids, mask: model(ids, mask))

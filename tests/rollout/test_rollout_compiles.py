@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from rlhf_jax.rollout import JaxSampler, PromptBatch, RolloutConfig
-from tests.rollout.rollout_fixtures import TINY, sharpened, tiny_model
+from tests.rollout.rollout_fixtures import TINY, tiny_model
 
 B, N = 2, 6
 
@@ -45,7 +45,7 @@ def test_compilations_stay_at_the_bucket_count_and_nothing_grows(model):
     # new weights of the same shapes: outputs change, nothing recompiles
     fixed = prompts_of_length(rng, 3)
     before = sampler.generate(None, fixed, config, key=key)
-    sampler.update_params(nnx.state(sharpened(model, 20.0)))
+    sampler.update_params(nnx.state(tiny_model(seed=4, head_scale=20.0)))
     after = sampler.generate(None, fixed, config, key=key)
     assert not np.array_equal(np.asarray(before.logps_BxN), np.asarray(after.logps_BxN))
     assert sampler.num_compilations == 2

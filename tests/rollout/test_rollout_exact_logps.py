@@ -11,7 +11,7 @@ import pytest
 
 from rlhf_jax.rollout import FinishReason, JaxSampler, PromptBatch, RolloutConfig
 from tests.rollout.rollout_fixtures import (
-    chi2_critical, forward_logprobs, reference_filter, sharpened, tiny_model)
+    chi2_critical, forward_logprobs, reference_filter, tiny_model)
 
 SAME, OTHERS = [17, 18, 19, 20], [[5, 6, 7], [8, 9, 10, 11, 12, 13], [3] * 8, [40], [41, 42], [7] * 5,
                                   [60, 61, 62, 63, 64, 65, 66], [9, 1]]
@@ -21,7 +21,7 @@ CONFIG = RolloutConfig(max_new_tokens=6, temperature=1.3, top_k=8, top_p=0.8, eo
 
 @pytest.fixture(scope="module")
 def rollout():
-    model = sharpened(tiny_model(seed=1), 30.0)  # peaked distributions: the filters cut real mass
+    model = tiny_model(seed=1, head_scale=30.0)  # peaked distributions: the filters cut real mass
     sampler = JaxSampler(model, prompt_buckets=(8,))
     out = sampler.generate(None, PromptBatch.from_lists([SAME] * B_SAME + OTHERS), CONFIG,
                            key=jax.random.key(5))
