@@ -122,7 +122,8 @@ def main(argv=None) -> dict:
     step_s = (t_full - t_one) / (new - 1)
     param_bytes = sum(x.nbytes for x in jax.tree.leaves(sampler.params))
     itemsize = jnp.dtype(cfg.dtype).itemsize
-    kv_bytes = 2 * cfg.num_layers * batch * (prompt_len + new) * cfg.num_kv_heads * cfg.resolved_head_dim * itemsize
+    kv_bytes = (2 * cfg.num_layers * batch * (prompt_len + new) * cfg.num_kv_heads
+                * cfg.resolved_head_dim * itemsize)
     roofline_s = (param_bytes + kv_bytes) / (res["copy_GBps"] * 1e9)
     res.update(
         params_M=round(sum(x.size for x in jax.tree.leaves(sampler.params)) / 1e6, 1),

@@ -158,7 +158,8 @@ class JaxSampler(Rollout):
         config.check_vocab(self.cfg.vocab_size)
         ids, mask = np.asarray(prompts.ids_BxP), np.asarray(prompts.mask_BxP)
         if ids.ndim != 2 or ids.shape != mask.shape:
-            raise ValueError(f"prompts: ids_BxP {ids.shape} and mask_BxP {mask.shape} must be the same [B, P]")
+            raise ValueError(
+                f"prompts: ids_BxP {ids.shape} and mask_BxP {mask.shape} must be the same [B, P]")
         if not np.issubdtype(ids.dtype, np.integer):
             raise ValueError(f"prompts.ids_BxP must hold integer token ids, got {ids.dtype}")
         lengths = mask.astype(bool).sum(axis=1)
@@ -209,7 +210,8 @@ class JaxSampler(Rollout):
                             jax.device_put(jnp.asarray(mask_BxT).astype(bool), rows))
         else:  # this process's rows
             validate_mesh(self.mesh, batch_size=len(tokens_BxT) * jax.process_count(), what="tokens_BxT")
-            tokens, mask = put_batch((np.asarray(tokens_BxT, np.int32), np.asarray(mask_BxT, bool)), self.mesh)
+            tokens, mask = put_batch(
+                (np.asarray(tokens_BxT, np.int32), np.asarray(mask_BxT, bool)), self.mesh)
         params = self._params if params is None else self._place(params)
         with jax.set_mesh(self.mesh):
             return self._logps_jit(params, tokens, mask)

@@ -29,7 +29,8 @@ def check_sampling_args(*, temperature: float, top_k: int, top_p: float) -> None
     """Raises ValueError naming the argument when a sampling hyperparameter is out of range."""
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
             math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a finite number > 0 (use greedy for argmax), got {temperature!r}")
+        raise ValueError(
+            f"temperature must be a finite number > 0 (use greedy for argmax), got {temperature!r}")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
         raise ValueError(f"top_k must be an int >= 0 (0 = off), got {top_k!r}")
     if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:

@@ -19,7 +19,8 @@ def model():
 
 
 def prompts_of_length(rng, n):
-    return PromptBatch.from_lists([rng.integers(3, 90, size=n).tolist(), rng.integers(3, 90, size=1).tolist()])
+    return PromptBatch.from_lists([rng.integers(3, 90, size=n).tolist(),
+                                   rng.integers(3, 90, size=1).tolist()])
 
 
 def test_compilations_stay_at_the_bucket_count_and_nothing_grows(model):
@@ -60,15 +61,18 @@ def test_compilations_stay_at_the_bucket_count_and_nothing_grows(model):
 def test_bad_inputs_are_named(model):
     sampler = JaxSampler(model, prompt_buckets=(4,))
     ok = RolloutConfig(max_new_tokens=2, greedy=True)
+    one = PromptBatch.from_lists([[1]])
+    ones = np.ones((2, 3), np.int32)
     cases = [
-        (PromptBatch.from_lists([[1, 2, 3, 4, 5]]), ok, "prompt of 5 tokens is longer than the largest of prompt_buckets"),
-        (PromptBatch(np.ones((2, 3), np.int32), np.array([[1, 1, 1], [0, 0, 0]])), ok, "every row needs at least one token"),
+        (PromptBatch.from_lists([[1, 2, 3, 4, 5]]), ok,
+         "prompt of 5 tokens is longer than the largest of prompt_buckets"),
+        (PromptBatch(ones, np.array([[1, 1, 1], [0, 0, 0]])), ok, "every row needs at least one token"),
         (PromptBatch.from_lists([[1, 200]]), ok, r"prompts.ids_BxP: token ids must be in \[0, 97\)"),
-        (PromptBatch(np.ones((2, 3), np.int32), np.ones((2, 4), np.int32)), ok, "must be the same"),
-        (PromptBatch.from_lists([[1]]), RolloutConfig(max_new_tokens=2, eos_token_id=97, greedy=True),
+        (PromptBatch(ones, np.ones((2, 4), np.int32)), ok, "must be the same"),
+        (one, RolloutConfig(max_new_tokens=2, eos_token_id=97, greedy=True),
          r"RolloutConfig.eos_token_id=97 is outside the vocabulary"),
-        (PromptBatch.from_lists([[1]]), RolloutConfig(max_new_tokens=2), "key: a PRNG key is required"),
-        (PromptBatch.from_lists([[1]]), RolloutConfig(max_new_tokens=TINY.max_position_embeddings, greedy=True),
+        (one, RolloutConfig(max_new_tokens=2), "key: a PRNG key is required"),
+        (one, RolloutConfig(max_new_tokens=TINY.max_position_embeddings, greedy=True),
          "exceeds the model's max_position_embeddings"),
     ]
     for prompts, config, match in cases:

@@ -44,7 +44,8 @@ def test_logps_equal_training_forward(rollout):
                                np.log(q[np.arange(mask.sum()), ids[mask]]), atol=1e-4)
     # slots after the end are padding with zero log-probs
     assert (ids[~mask] == CONFIG.pad_token_id).all()
-    assert (np.asarray(out.logps_BxN)[~mask] == 0).all() and (np.asarray(out.sampling_logps_BxN)[~mask] == 0).all()
+    assert (np.asarray(out.logps_BxN)[~mask] == 0).all()
+    assert (np.asarray(out.sampling_logps_BxN)[~mask] == 0).all()
     # the sampler's own scoring forward (Rollout.logps) agrees everywhere, prompt included
     tokens, seq_mask = map(np.asarray, out.sequences())
     scored = np.asarray(sampler.logps(None, tokens, seq_mask))

@@ -2,12 +2,9 @@
 prompt gives the same greedy tokens alone and inside a padded batch of longer prompts; and the
 batch gives the same tokens on a (2, 2, 2) mesh of the 8 CPU devices as on one device."""
 
-import os
-
 import numpy as np
 import pytest
 import torch
-
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from rlhf_jax.models.hf_io import load_pretrained
@@ -69,7 +66,8 @@ def test_prompt_alone_equals_prompt_in_padded_batch(models):
         ids[r, :len(p)], mask[r, :len(p)] = p, 1
     batched = sampler.generate(None, PromptBatch(ids, mask), config)
     assert alone.prompt_ids_BxP.shape[1] == 8 and batched.prompt_ids_BxP.shape[1] == 16
-    np.testing.assert_array_equal(np.asarray(alone.response_ids_BxN)[0], np.asarray(batched.response_ids_BxN)[1])
+    np.testing.assert_array_equal(np.asarray(alone.response_ids_BxN)[0],
+                                  np.asarray(batched.response_ids_BxN)[1])
     np.testing.assert_allclose(np.asarray(alone.logps_BxN)[0], np.asarray(batched.logps_BxN)[1], atol=1e-5)
     # re-padding put each prompt flush right, tokens in order
     assert np.asarray(batched.prompt_ids_BxP)[1, -3:].tolist() == PROMPTS[1]
