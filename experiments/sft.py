@@ -23,7 +23,7 @@ from rlhf_jax.data import PipelineConfig, batch_iterator, get_template, sft_data
 from rlhf_jax.data.schema import encode_sft
 from rlhf_jax.models import check_vocab, save_pretrained
 from rlhf_jax.sharding import MeshConfig, make_mesh, put_batch, validate_mesh
-from rlhf_jax.training.loop import LoopConfig, RunContext, pad_rows
+from rlhf_jax.training.loop import LoopConfig, RunContext, pad_rows, precompile
 from rlhf_jax.training.sources import SFT_SOURCES, ModelSource, build_model, build_tokenizer, read_source
 from rlhf_jax.training.state import OptimConfig, init_train_state, make_optimizer, split_model
 from rlhf_jax.training.steps import jit_step, sft_eval, sft_step
@@ -94,7 +94,7 @@ def main(cfg: SFTConfig) -> dict:
     run = RunContext(cfg.workdir, cfg.loop)
     state, meta, start = run.restore_or(init_train_state(params, tx), data_state=None)
     batches = batch_iterator(dataset, meta["data_state"])
-    step_fn = jit_step(sft_step, graphdef=graphdef, tx=tx, num_micro=cfg.micro_batches)
+    step_fn = jit_step(sft_step, state=state, graphdef=graphdef, tx=tx, num_micro=cfg.micro_batches)
     eval_fn = jax.jit(lambda p, b: sft_eval(p, b, graphdef=graphdef))
 
     def evaluate(params) -> dict:
@@ -109,8 +109,14 @@ def main(cfg: SFTConfig) -> dict:
             count += float(m["count"])
         return {"loss": sums / max(count, 1.0), "tokens": count}
 
+    def next_batch():
+        return put_batch({k: np.asarray(v) for k, v in next(batches).items() if k in SFT_FIELDS}, mesh)
+
+    pending = next_batch() if start < cfg.loop.steps else None
+    if pending is not None:
+        step_fn = precompile(step_fn, state, pending)
     for step in run.steps(start):
-        batch = put_batch({k: np.asarray(v) for k, v in next(batches).items() if k in SFT_FIELDS}, mesh)
+        batch, pending = (pending, None) if pending is not None else (next_batch(), None)
         state, metrics = step_fn(state, batch)
         run.record(step, metrics, save=lambda: (state, {"data_state": batches.get_state()}))
         if cfg.loop.eval_every and step % cfg.loop.eval_every == 0:

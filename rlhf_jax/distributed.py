@@ -61,3 +61,17 @@ def initialize_from_env() -> bool:
     jax.distributed.initialize(**args)
     _initialized = True
     return True
+
+
+def barrier(name: str, *, timeout_s: int = 1800) -> None:
+    """Waits until every process reaches `name` (through the coordination service, not a collective).
+
+    Used between ahead-of-time compilation and the first multi-process step: compilation time
+    differs between hosts, and a collective whose peers are still compiling can time out (gloo's
+    connect timeout on CPU clusters). A no-op in a single process.
+    """
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed as jax_distributed  # the public API has no barrier
+
+    jax_distributed.global_state.client.wait_at_barrier(name, timeout_in_ms=timeout_s * 1000)

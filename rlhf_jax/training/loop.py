@@ -79,6 +79,19 @@ class MetricsLogger:
             self._jsonl.close()
 
 
+def precompile(step_fn, *example_args):
+    """`step_fn` compiled ahead of time for these argument shapes, after a barrier across processes.
+
+    Returns the compiled executable (called like `step_fn`, donation included). All processes finish
+    compiling before any runs the first step, so no collective waits on a host still compiling.
+    """
+    from rlhf_jax.distributed import barrier
+
+    compiled = step_fn.lower(*example_args).compile()
+    barrier("rlhf_jax: step compiled")
+    return compiled
+
+
 def pad_rows(batch: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
     """Pads every array of a (last, short) batch with zero rows up to `rows`.
 

@@ -46,6 +46,21 @@ def _global_norm(tree):
     return optax.global_norm(tree)
 
 
-def jit_step(step_fn, **static):
-    """`step_fn` with its static arguments bound, jitted with the state (argument 0) donated."""
-    return jax.jit(functools.partial(step_fn, **static), donate_argnums=(0,))
+def shardings_of(tree):
+    """The shardings of a pytree of arrays (for `jit`'s in/out_shardings)."""
+    return jax.tree.map(lambda x: x.sharding, tree)
+
+
+def jit_step(step_fn, *, state=None, **static):
+    """`step_fn` with its static arguments bound, jitted with the state (argument 0) donated.
+
+    With `state` (an example of the train state), the new state is pinned to the same shardings
+    (`out_shardings`): otherwise XLA may pick another layout for some outputs, and the next call,
+    seeing new input shardings, would silently compile a second program.
+    """
+    fn = functools.partial(step_fn, **static)
+    if state is None:
+        return jax.jit(fn, donate_argnums=(0,))
+    leaf = jax.tree.leaves(state)[0]
+    replicated = jax.sharding.NamedSharding(leaf.sharding.mesh, jax.sharding.PartitionSpec())
+    return jax.jit(fn, donate_argnums=(0,), out_shardings=(shardings_of(state), replicated))

@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 from rlhf_jax.models import LlamaConfig, LlamaForCausalLM, create_model  # noqa: E402
 from rlhf_jax.sharding import MeshConfig, make_mesh, put_batch  # noqa: E402
 from rlhf_jax.training.state import OptimConfig, init_train_state, make_optimizer, split_model  # noqa: E402
+from rlhf_jax.training.loop import precompile  # noqa: E402
 from rlhf_jax.training.steps import jit_step, sft_step  # noqa: E402
 
 CFG = LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
@@ -43,13 +44,15 @@ def run_sft_steps(process_id: int, num_processes: int, steps: int = 2) -> dict:
     graphdef, params = split_model(create_model(LlamaForCausalLM, CFG, mesh=mesh, seed=0))
     tx = make_optimizer(OptimConfig(lr=1e-2))
     state = init_train_state(params, tx)
-    step = jit_step(sft_step, graphdef=graphdef, tx=tx, num_micro=2)
+    step = jit_step(sft_step, state=state, graphdef=graphdef, tx=tx, num_micro=2)
     batch = sft_batch()
     rows = len(batch["input_ids"]) // num_processes
     local = {k: v[process_id * rows:(process_id + 1) * rows] for k, v in batch.items()}
+    batch = put_batch(local, mesh)
+    step = precompile(step, state, batch)  # every process compiles, then a barrier, then collectives
     losses = []
     for _ in range(steps):
-        state, metrics = step(state, put_batch(local, mesh))
+        state, metrics = step(state, batch)
         losses.append(float(metrics["loss"]))
     checksum = float(sum(jax.numpy.sum(jax.numpy.abs(p)) for p in jax.tree.leaves(state.params)))
     return {"losses": losses, "checksum": checksum, "step": int(state.step)}
