@@ -162,7 +162,7 @@ def run(get_config: Callable[..., Any], main: Callable[[Any], Any], argv: Sequen
     """Entry point for experiment modules: parse flags, print the config, call `main(cfg)`."""
     from rlhf_jax.distributed import initialize_from_env
 
-    initialize_from_env()  # before anything touches a device
+    several = initialize_from_env()  # before anything touches a device
     argv = sys.argv[1:] if argv is None else argv
     try:
         cfg = load_config(get_config, argv)
@@ -171,6 +171,6 @@ def run(get_config: Callable[..., Any], main: Callable[[Any], Any], argv: Sequen
         raise SystemExit(2)
     import jax
 
-    if jax.process_index() == 0:
+    if not several or jax.process_index() == 0:  # (one process: do not start the backend yet)
         print("config:", json.dumps(to_dict(cfg), sort_keys=True))
     return main(cfg)

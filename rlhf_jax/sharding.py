@@ -131,23 +131,29 @@ def _is_variable(x) -> bool:
 
 
 def state_shardings(abstract_state, mesh: Mesh, rules: Mapping[str, Any] = LOGICAL_RULES):
-    """NamedShardings for an nnx State (of abstract or concrete arrays), from `logical_axes` metadata.
+    """NamedShardings for a pytree holding nnx Variables (of abstract or concrete arrays).
 
-    Returns a State of the same structure whose leaves are NamedShardings, usable as `out_shardings`.
-    A dimension its mesh axes do not divide (say a vocabulary of 32001 over tensor=2) is replicated
-    instead, with a logged warning; the heads and the batch are checked by `validate_mesh`.
+    Each Variable's sharding comes from its `logical_axes` metadata; plain array leaves (an
+    optimizer's step count) are replicated. Works for model States and for optimizer states built
+    over them (optax maps over the Variables, so Adam's moments keep the metadata and get the
+    parameters' shardings). Returns the same structure with NamedSharding leaves, usable as
+    `out_shardings`. A dimension its mesh axes do not divide (say a vocabulary of 32001 over
+    tensor=2) is replicated instead, with a logged warning; the heads and the batch are checked by
+    `validate_mesh`.
     """
-    def one(path, var):
-        axes = var.get_metadata().get("logical_axes")
+    def one(path, leaf):
         name = "/".join(str(getattr(p, "key", p)) for p in path)
-        shape = var.get_value().shape
+        if not _is_variable(leaf):
+            return NamedSharding(mesh, PartitionSpec())
+        axes = leaf.get_metadata().get("logical_axes")
+        shape = leaf.get_value().shape
         if axes is None:
             spec = PartitionSpec()
         else:
             if len(axes) != len(shape):
                 raise ValueError(f"parameter {name}: logical_axes {axes} do not match shape {shape}")
             spec = _divisible_spec(shape, logical_to_spec(axes, rules), mesh, name)
-        return var.replace(value=NamedSharding(mesh, spec))
+        return leaf.replace(value=NamedSharding(mesh, spec))
 
     return jax.tree_util.tree_map_with_path(one, abstract_state, is_leaf=_is_variable)
 

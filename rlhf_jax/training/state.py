@@ -17,6 +17,7 @@ import optax
 from flax import nnx
 
 from rlhf_jax.losses import combine_metrics
+from rlhf_jax.sharding import LOGICAL_RULES, state_shardings
 
 
 class TrainState(NamedTuple):
@@ -83,9 +84,19 @@ def on_mesh_of(params, tree):
     return jax.tree.map(place, tree)
 
 
-def init_train_state(params, tx: optax.GradientTransformation) -> TrainState:
-    """Optimizer state created by a jitted init, so it inherits the parameters' shardings."""
-    opt_state = on_mesh_of(params, jax.jit(tx.init)(params))
+def opt_state_shardings(params, tx: optax.GradientTransformation, rules=LOGICAL_RULES):
+    """Shardings of `tx.init(params)`: moments like their parameters, scalars replicated.
+
+    Left to itself, jit replicates `zeros_like` outputs on every device (they do not depend on the
+    sharded inputs' values), which at 7B would put full fp32 Adam moments on each chip.
+    """
+    mesh = jax.tree.leaves(params)[0].sharding.mesh
+    return state_shardings(jax.eval_shape(tx.init, params), mesh, rules)
+
+
+def init_train_state(params, tx: optax.GradientTransformation, rules=LOGICAL_RULES) -> TrainState:
+    """Optimizer state created directly in the parameters' shardings (see opt_state_shardings)."""
+    opt_state = jax.jit(tx.init, out_shardings=opt_state_shardings(params, tx, rules))(params)
     return TrainState(params, opt_state, on_mesh_of(params, jnp.zeros((), jnp.int32)))
 
 
@@ -95,11 +106,16 @@ def apply_gradients(state: TrainState, grads, tx: optax.GradientTransformation) 
 
 
 def split_micro_batches(batch, num_micro: int):
-    """[B, ...] -> [num_micro, B / num_micro, ...] for every array of the batch."""
+    """[B, ...] -> [num_micro, B / num_micro, ...] for every array of the batch.
+
+    Micro-batch i takes rows i, i + num_micro, i + 2 num_micro, ...: with rows sharded in blocks
+    over (data, fsdp), every device then keeps its own rows in every micro-batch, and the split
+    moves no data between devices (a contiguous split would re-shard the batch).
+    """
     def one(x):
         if x.shape[0] % num_micro:
             raise ValueError(f"batch of {x.shape[0]} rows is not divisible into {num_micro} micro-batches")
-        return x.reshape((num_micro, x.shape[0] // num_micro) + x.shape[1:])
+        return jnp.swapaxes(x.reshape((x.shape[0] // num_micro, num_micro) + x.shape[1:]), 0, 1)
     return jax.tree.map(one, batch)
 
 
