@@ -127,7 +127,7 @@ def combine_metrics(metrics: Sequence[Mapping[str, jax.Array]]) -> dict[str, jax
     total = sum(upcast(m["count"]) for m in metrics)
     out = {
         k: safe_divide(sum(upcast(m[k]) * upcast(m["count"]) for m in metrics), total)
-        for k in keys
+        for k in metrics[0]  # a fixed order: the traced program (and its cache key) is deterministic
         if k != "count"
     }
     out["count"] = total

@@ -43,7 +43,7 @@ def sft_eval(params, batch, *, graphdef):
 
 def _global_norm(tree):
     import optax
-    return optax.global_norm(tree)
+    return optax.tree.norm(tree)
 
 
 def shardings_of(tree):
