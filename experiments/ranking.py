@@ -210,7 +210,7 @@ def main(cfg: RankingConfig) -> dict:
     selection = BestCheckpoint(cfg.workdir, cfg.selection) if cfg.selection.metric else None
     if selection is not None:
         selection.restore(meta["selection"])
-    step_fn = jit_step(ranking_step, graphdef=graphdef, tx=tx, loss=loss, num_micro=cfg.micro_batches)
+    step_fn = jit_step(ranking_step, state=state, graphdef=graphdef, tx=tx, loss=loss, num_micro=cfg.micro_batches)
     eval_fn = jax.jit(functools.partial(ranking_eval, graphdef=graphdef, loss=loss))
     eval_pipe = dataclasses.replace(pipe, shuffle=False, num_epochs=1, drop_remainder=False)
     reward_prompts = [p.prompt for p in eval_pairs[:cfg.eval.reward_prompts]]
