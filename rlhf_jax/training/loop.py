@@ -19,7 +19,8 @@ import json
 import math
 import os
 import signal
-from typing import Any, Callable, Iterator
+import uuid
+from typing import Any, Callable, Iterator, Literal
 
 import jax
 import numpy as np
@@ -35,6 +36,8 @@ class LoopConfig:
     keep_checkpoints: int = 2
     eval_every: int | None = None
     progress: bool = True
+    wandb_project: str | None = None  # also log to Weights & Biases (needs `pip install wandb`)
+    wandb_mode: Literal["online", "offline"] = "online"
 
 
 class NonFiniteError(FloatingPointError):
@@ -42,14 +45,21 @@ class NonFiniteError(FloatingPointError):
 
 
 class MetricsLogger:
-    """TensorBoard event files + a JSONL file under `workdir`; a no-op on processes other than 0."""
+    """TensorBoard event files + a JSONL file under `workdir` (+ W&B when a project is given).
 
-    def __init__(self, workdir: str, *, resume_step: int | None = None, enabled: bool | None = None):
+    A no-op on processes other than 0. The W&B run id is kept in `workdir/wandb_run_id`, so a
+    resumed run continues the same W&B run.
+    """
+
+    def __init__(self, workdir: str, *, resume_step: int | None = None, enabled: bool | None = None,
+                 wandb_project: str | None = None, wandb_mode: str = "online"):
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         self.path = os.path.join(workdir, "metrics.jsonl")
-        self._tb = None
+        self._tb = self._wandb = None
         if not self.enabled:
             return
+        if wandb_project is not None:
+            self._wandb = _start_wandb(workdir, wandb_project, wandb_mode)
         os.makedirs(workdir, exist_ok=True)
         if os.path.exists(self.path):
             keep = []
@@ -70,6 +80,8 @@ class MetricsLogger:
         flat = {f"{prefix}/{k}": float(v) for k, v in metrics.items()}
         for k, v in flat.items():
             self._tb.add_scalar(k, v, step)
+        if self._wandb is not None:
+            self._wandb.log(flat, step=int(step))
         self._jsonl.write(json.dumps({"step": int(step), **flat}) + "\n")
         self._jsonl.flush()
 
@@ -77,6 +89,20 @@ class MetricsLogger:
         if self.enabled:
             self._tb.close()
             self._jsonl.close()
+            if self._wandb is not None:
+                self._wandb.finish()
+
+
+def _start_wandb(workdir: str, project: str, mode: str):
+    try:
+        import wandb
+    except ImportError:
+        raise ImportError("loop.wandb_project is set but wandb is not installed (pip install wandb)") from None
+    id_file = os.path.join(workdir, "wandb_run_id")
+    run_id = open(id_file).read().strip() if os.path.exists(id_file) else uuid.uuid4().hex[:12]
+    with open(id_file, "w") as f:
+        f.write(run_id)
+    return wandb.init(project=project, dir=workdir, id=run_id, resume="allow", mode=mode)
 
 
 def precompile(step_fn, *example_args):
@@ -156,12 +182,16 @@ class RunContext:
         """(state, meta, start_step): the latest checkpoint if any, else the given initial values."""
         step = self.ckpt.latest_step()
         if step is None:
-            self.logger = MetricsLogger(self.workdir, resume_step=0)
+            self.logger = self._logger(resume_step=0)
             return state, dict(meta_defaults), 0
         restored, meta = self.ckpt.restore(step, target=abstract_target(state))
-        self.logger = MetricsLogger(self.workdir, resume_step=step)
+        self.logger = self._logger(resume_step=step)
         print(f"resumed from {self.ckpt.directory} at step {step}")
         return restored, {**meta_defaults, **meta}, step
+
+    def _logger(self, *, resume_step: int) -> MetricsLogger:
+        return MetricsLogger(self.workdir, resume_step=resume_step, wandb_project=self.cfg.wandb_project,
+                             wandb_mode=self.cfg.wandb_mode)
 
     def steps(self, start: int) -> Iterator[int]:
         """Steps start+1 .. cfg.steps, with a progress bar; ends early on SIGTERM."""

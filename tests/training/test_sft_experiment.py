@@ -125,3 +125,19 @@ def test_bad_config_is_rejected_before_training(toy_dir, tmp_path):
         sft.main(_config(_flags(toy_dir, tmp_path, 2, **{"data.format": "alpacca"})))
     with pytest.raises(FileNotFoundError, match="data path .*nope.json' does not exist"):
         sft.main(_config(_flags(toy_dir, tmp_path, 2, **{"data.path": tmp_path / "nope.json"})))
+
+
+def test_metrics_also_go_to_wandb_when_a_project_is_set(tmp_path):
+    import glob
+
+    cfg = LoopConfig(steps=2, checkpoint_every=10, progress=False, wandb_project="rlhf_jax_tests",
+                     wandb_mode="offline")
+    run = RunContext(str(tmp_path), cfg)
+    run.restore_or({"x": jnp.zeros(2)})
+    for step in (1, 2):
+        run.record(step, {"loss": jnp.float32(1.0 / step)})
+    run.finish()
+    run_id = (tmp_path / "wandb_run_id").read_text().strip()
+    files = glob.glob(str(tmp_path / "wandb" / f"offline-run-*-{run_id}" / f"run-{run_id}.wandb"))
+    assert files and os.path.getsize(files[0]) > 0
+    assert [r["train/loss"] for r in read_metrics(str(tmp_path))] == [1.0, 0.5]
