@@ -9,7 +9,7 @@ import numpy as np
 import portpicker
 
 from rlhf_jax.training.loop import read_metrics
-from tests.training.multihost_steps import run_sft_steps
+from tests.training.multihost_steps import run_steps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -20,7 +20,7 @@ def _env():
     return env
 
 
-def test_sft_steps_on_a_two_process_mesh_match_one_process(tmp_path):
+def test_sft_and_dpo_steps_on_a_two_process_mesh_match_one_process(tmp_path):
     port, out = portpicker.pick_unused_port(), tmp_path / "result.json"
     worker = os.path.join(ROOT, "tests", "training", "multihost_steps.py")
     procs = [subprocess.Popen([sys.executable, worker, str(i), "2", str(port), str(out)], env=_env(),
@@ -28,11 +28,15 @@ def test_sft_steps_on_a_two_process_mesh_match_one_process(tmp_path):
     logs = [p.communicate(timeout=300)[0].decode()[-3000:] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(logs)
     two = json.loads(out.read_text())
-    one = run_sft_steps(0, 1)  # this process: 8 devices, the whole batch
-    assert two["step"] == one["step"] == 2
-    np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-5)
-    np.testing.assert_allclose(two["checksum"], one["checksum"], rtol=1e-5)
-    assert one["losses"][1] < one["losses"][0]
+    one = run_steps(0, 1)  # this process: 8 devices, the whole batch
+    for algo in ("sft", "dpo"):
+        assert two[algo]["step"] == one[algo]["step"] == 2
+        np.testing.assert_allclose(two[algo]["losses"], one[algo]["losses"], rtol=1e-5)
+        np.testing.assert_allclose(two[algo]["checksum"], one[algo]["checksum"], rtol=1e-5)
+        assert one[algo]["losses"][1] < one[algo]["losses"][0]
+    np.testing.assert_allclose(one["dpo"]["losses"][0], np.log(2), rtol=1e-6)  # policy == reference
+    # the frozen reference is bitwise untouched while the policy moved
+    assert two["reference_checksum"] == two["initial_checksum"] != two["dpo"]["checksum"]
 
 
 def test_sft_experiment_runs_as_two_processes_through_the_launch_script(toy_dir, tmp_path):
