@@ -1,5 +1,5 @@
 """experiments.dpo on a tiny model: learning on held-out pairs with a bitwise-frozen reference,
-precomputed == resident reference, the cache reused by a run resumed after SIGKILL (bitwise),
+precomputed == resident reference and cache reuse, a run resumed after SIGKILL (bitwise),
 micro-batch accumulation == full batch, config errors."""
 
 import math
@@ -16,12 +16,13 @@ import pytest
 from experiments import dpo
 from experiments.dpo import copy_params
 from rlhf_jax.config import ConfigError, apply_overrides
-from rlhf_jax.data import PipelineConfig, get_template, read_preference_jsonl
+from rlhf_jax.data import PipelineConfig, PreferencePair, get_template, read_preference_jsonl
+from rlhf_jax.data.tokenize import TokenizeConfig
 from rlhf_jax.models import load_pretrained
 from rlhf_jax.sharding import make_mesh, put_batch
 from rlhf_jax.training import dpo_reference
 from rlhf_jax.training.loop import read_metrics
-from rlhf_jax.training.preference_data import one_pass, pair_records
+from rlhf_jax.training.preference_data import FilterContext, apply_pair_filters, one_pass, pair_records
 from rlhf_jax.training.preference_steps import DPOLoss, cached_jit, dpo_step, optimizer
 from rlhf_jax.training.sources import ModelSource, build_model, build_tokenizer
 from rlhf_jax.training.state import OptimConfig, init_train_state, split_model
@@ -45,21 +46,15 @@ def _train_records(workdir):
     return [r for r in read_metrics(str(workdir)) if "train/loss" in r]
 
 
-@pytest.fixture(scope="module")
-def live_run(toy_dir, tmp_path_factory):
-    """24 steps with the reference params resident (not precomputed), evaluated on held-out pairs."""
-    workdir = tmp_path_factory.mktemp("dpo_live")
-    out = _run(_flags(toy_dir, workdir, 24, **{"data.eval_path": toy_dir / "prefs_test.jsonl"}))
-    return out, _train_records(workdir)
-
-
 def _initial_model(toy_dir):
     vocab = len(build_tokenizer(str(toy_dir / "tokenizer")))
     return build_model(ModelSource(), mesh=make_mesh(), vocab_size=vocab)
 
 
-def test_dpo_raises_held_out_margin_with_bitwise_frozen_reference(toy_dir, live_run):
-    out, records = live_run
+def test_dpo_raises_held_out_margin_with_bitwise_frozen_reference(toy_dir, tmp_path):
+    # the reference params are resident (not precomputed): a frozen, non-donated step argument
+    out = _run(_flags(toy_dir, tmp_path, 24, **{"data.eval_path": toy_dir / "prefs_test.jsonl"}))
+    records = _train_records(tmp_path)
     assert [r["step"] for r in records] == list(range(1, 25))
     # policy == reference at step 1: every pair has margin 0 and loss log 2
     assert records[0]["train/loss"] == pytest.approx(math.log(2), abs=1e-6)
@@ -90,37 +85,62 @@ def _wait_for_checkpoint(workdir, step, proc, timeout=120):
         time.sleep(0.05)
 
 
-def test_cached_reference_matches_live_and_survives_sigkill_resume(toy_dir, tmp_path, live_run, monkeypatch, capsys):
-    # 48 pairs / batch 8 = 6 steps an epoch: 9 steps cross an epoch boundary.
+def test_precomputed_reference_equals_resident_and_cache_is_reused(toy_dir, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    resident = _run(_flags(toy_dir, tmp_path / "resident", 3))
+    cached = _run(_flags(toy_dir, tmp_path / "a", 3, precompute_reference="true", reference_cache_dir=cache))
+    assert resident["reference_params"] is not None and cached["reference_params"] is None
+    assert cached["reference_cache"]["train"]["computed"]
+    # the same trajectory up to float rounding
+    for a, b in zip(_train_records(tmp_path / "resident"), _train_records(tmp_path / "a")):
+        assert a.keys() == b.keys()
+        np.testing.assert_allclose([a[k] for k in a], [b[k] for k in a], rtol=1e-4, atol=1e-6)
+    # another run on the same data and reference reads the file; computing again would fail here
+    path = cached["reference_cache"]["train"]["path"]
+    mtime = os.stat(path).st_mtime_ns
+
+    def fail(*args, **kwargs):
+        raise AssertionError("reference log-probs recomputed")
+
+    monkeypatch.setattr(dpo_reference, "compute_table", fail)
+    again = _run(_flags(toy_dir, tmp_path / "b", 3, precompute_reference="true", reference_cache_dir=cache))
+    assert again["reference_cache"]["train"] == {"path": path, "computed": False}
+    assert os.stat(path).st_mtime_ns == mtime
+    assert _train_records(tmp_path / "b") == _train_records(tmp_path / "a")  # bitwise
+
+
+def _run_cli(flags):
+    args = [sys.executable, "-m", "experiments.dpo"] + [f"--config.{k}={v}" for k, v in flags.items()]
+    return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+
+
+def _wait_for_checkpoint(workdir, step, proc, timeout=180):
+    deadline = time.time() + timeout
+    while not os.path.isdir(os.path.join(workdir, "checkpoints", str(step))):
+        if proc.poll() is not None:
+            raise AssertionError(_error_of(proc.stdout.read().decode()))
+        if time.time() > deadline:
+            raise TimeoutError(f"checkpoint {step} not written")
+        time.sleep(0.05)
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(toy_dir, tmp_path, capsys):
+    # 48 pairs / batch 8 = 6 steps an epoch: 9 steps cross an epoch boundary. The reference
+    # log-probs are precomputed; the resumed run finds them in the killed run's cache.
     def flags(workdir):
         return _flags(toy_dir, workdir, 9, precompute_reference="true", **{"loop.checkpoint_every": 5})
 
-    full = _run(flags(tmp_path / "full"))
-    # precomputed reference log-probs give the trajectory of the resident reference (up to rounding)
-    assert full["reference_params"] is None and full["reference_cache"]["train"]["computed"]
-    cached = _train_records(tmp_path / "full")
-    for a, b in zip(live_run[1][:9], cached):
-        assert a.keys() == b.keys()
-        np.testing.assert_allclose([a[k] for k in a], [b[k] for k in a], rtol=1e-4, atol=1e-6)
-
+    _run(flags(tmp_path / "full"))
     killed = _run_cli(flags(tmp_path / "killed"))  # after the full run: its programs are in the cache
     _wait_for_checkpoint(tmp_path / "killed", 5, killed)  # written asynchronously: wait till complete
     killed.send_signal(signal.SIGKILL)
     assert killed.wait() == -signal.SIGKILL  # killed part-way, not finished
     assert [d for d in os.listdir(tmp_path / "killed" / "checkpoints") if d.isdigit()] == ["5"]
-    cache_dir = tmp_path / "killed" / "reference_logps"
-    (cache_file,) = os.listdir(cache_dir)
-    mtime = os.stat(cache_dir / cache_file).st_mtime_ns
-
-    def fail(*args, **kwargs):
-        raise AssertionError("reference log-probs recomputed")
-
-    monkeypatch.setattr(dpo_reference, "compute_table", fail)  # the resumed run must read the cache
     capsys.readouterr()
     resumed = _run(flags(tmp_path / "killed"))
     assert "resumed from" in capsys.readouterr().out
-    assert resumed["reference_cache"]["train"] == {"path": str(cache_dir / cache_file), "computed": False}
-    assert os.stat(cache_dir / cache_file).st_mtime_ns == mtime
+    assert not resumed["reference_cache"]["train"]["computed"]
     a, b = read_metrics(str(tmp_path / "full")), read_metrics(str(tmp_path / "killed"))
     assert [r["step"] for r in b] == list(range(1, 10))
     assert a == b  # bitwise: every metric of every step
@@ -149,6 +169,17 @@ def test_micro_batch_accumulation_equals_full_batch(toy_dir):
     for a, b in zip(jax.tree.leaves(full.opt_state), jax.tree.leaves(acc.opt_state)):
         a, b = np.asarray(a), np.asarray(b)
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(a).max())
+
+
+def test_pair_filters_drop_and_count(toy_dir):
+    tokenizer = build_tokenizer(str(toy_dir / "tokenizer"))
+    pairs = read_preference_jsonl(str(toy_dir / "prefs_train.jsonl"))[:4]
+    same = PreferencePair(pairs[0].prompt, "The cat is red.", "The cat is red. ")
+    long = PreferencePair(pairs[1].prompt, "The cat is red. " * 12, "The dog is red.")
+    ctx = FilterContext(tokenizer, get_template("safe_rlhf"), TokenizeConfig(96, 64))  # prompts fit
+    kept, counts = apply_pair_filters(pairs + [same, long], ("drop_identical", "drop_truncated"), ctx)
+    assert kept == pairs
+    assert counts == {"pairs": 6, "dropped_drop_identical": 1, "dropped_drop_truncated": 1, "kept": 4}
 
 
 def test_bad_config_is_rejected_before_training(toy_dir, tmp_path):

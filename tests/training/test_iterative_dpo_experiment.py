@@ -20,7 +20,7 @@ from rlhf_jax.rewards import CodeProblem, TestCase
 from rlhf_jax.sharding import make_mesh, put_batch
 from rlhf_jax.training.dpo_reference import ReferenceTable, records_fingerprint
 from rlhf_jax.training.iterative_labels import LABELERS, PAIR_RULES, LabelContext, LabelerConfig, PromptItem
-from rlhf_jax.training.iterative_rounds import read_round_records
+from rlhf_jax.training.iterative_rounds import read_round_records, round_prompts
 from rlhf_jax.training.loop import read_metrics
 from rlhf_jax.training.preference_data import one_pass
 from rlhf_jax.training.preference_steps import reference_logps
@@ -103,6 +103,16 @@ def test_two_rounds_reset_the_reference_and_resume_exactly(toy_dir, tmp_path):
     assert (copied.read_text(), os.stat(copied).st_mtime_ns) == stored  # copytree keeps mtimes
     for a, b in zip(jax.tree.leaves(again["state"].params), jax.tree.leaves(out["state"].params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_round_prompts_walk_through_the_prompt_set():
+    items = [PromptItem(user_prompt(f"prompt {i}")) for i in range(10)]
+    rounds = [round_prompts(items, r, 4, seed=3) for r in range(1, 6)]  # 20 positions: two passes
+    first_pass, second_pass = sum(rounds, [])[:10], sum(rounds, [])[10:]
+    assert sorted(first_pass, key=str) == sorted(items, key=str) == sorted(second_pass, key=str)
+    assert first_pass != second_pass  # reshuffled each pass
+    assert round_prompts(items, 2, 4, seed=3) == rounds[1]  # a function of the round only
+    assert round_prompts(items, 1, 0, seed=3) == first_pass  # 0: every prompt each round
 
 
 def test_reference_similarity_labels_and_best_vs_worst_ties():
