@@ -164,7 +164,7 @@ def main(cfg: IterativeDPOConfig) -> dict:
                 raise ValueError(f"round {r}: the pair rule {cfg.pair_rule!r} formed no pair ({counts})")
             write_round(directory, pairs, stats)
         records = read_round_records(directory)
-        compute = (reference_of_policy(logps_fn, state.params, lambda recs: in_order(recs), put)
+        compute = (reference_of_policy(logps_fn, state.params, in_order, put)
                    if data_state is None else None)
         table = round_reference(directory, records, compute=compute)
         dataset = pair_batches(records, tokenizer, template, dataclasses.replace(pipe, seed=cfg.seed + r))
