@@ -69,22 +69,6 @@ def test_dpo_raises_held_out_margin_with_bitwise_frozen_reference(toy_dir, tmp_p
     assert load_pretrained(out["hf_model"]).cfg.vocab_size == initial["model"]["embed"].shape[0]
 
 
-def _run_cli(flags):
-    args = [sys.executable, "-m", "experiments.dpo"] + [f"--config.{k}={v}" for k, v in flags.items()]
-    return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=dict(os.environ, PYTHONPATH=ROOT))
-
-
-def _wait_for_checkpoint(workdir, step, proc, timeout=120):
-    deadline = time.time() + timeout
-    while not os.path.isdir(os.path.join(workdir, "checkpoints", str(step))):
-        if proc.poll() is not None:
-            raise AssertionError(_error_of(proc.stdout.read().decode()))
-        if time.time() > deadline:
-            raise TimeoutError(f"checkpoint {step} not written")
-        time.sleep(0.05)
-
-
 def test_precomputed_reference_equals_resident_and_cache_is_reused(toy_dir, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     resident = _run(_flags(toy_dir, tmp_path / "resident", 3))
