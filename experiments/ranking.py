@@ -31,7 +31,7 @@ import numpy as np
 from flax import nnx
 
 from rlhf_jax import config as config_lib
-from rlhf_jax.data import PipelineConfig, batch_iterator, get_template, read_hh_rlhf
+from rlhf_jax.data import PipelineConfig, batch_iterator, get_template
 from rlhf_jax.models import check_vocab, save_pretrained
 from rlhf_jax.sharding import MeshConfig, make_mesh, put_batch, validate_mesh
 from rlhf_jax.training.loop import LoopConfig, RunContext, pad_rows
@@ -46,7 +46,7 @@ from rlhf_jax.training.sources import PAIR_SOURCES, ModelSource, build_model, bu
 from rlhf_jax.training.state import OptimConfig, init_train_state, make_optimizer, split_model
 from rlhf_jax.training.steps import jit_step
 
-EVAL_PAIR_SOURCES = {**PAIR_SOURCES, "hh_rlhf_test": lambda path: read_hh_rlhf(path, "test")[0]}
+EVAL_PAIR_SOURCES = PAIR_SOURCES  # held-out formats included (e.g. "hh_rlhf_test")
 RANKING_EVAL_METRICS = ("loss", "pair_accuracy", "margin", "sft_loss")
 
 
@@ -62,7 +62,7 @@ class RankingData:
 
 @dataclasses.dataclass(frozen=True)
 class RankingEval:
-    format: str = "hh_rlhf_test"  # a PAIR_SOURCES name or "hh_rlhf_test"
+    format: str = "hh_rlhf_test"  # a PAIR_SOURCES name
     path: str = ""  # "": no validation (and no selection)
     max_pairs: int | None = None
     ranker: str = "labels"  # how the held-out pair is ranked: its labels or the reward model

@@ -8,6 +8,7 @@ Data sources are registries (name -> reader), validated when the config loads:
     PAIR_SOURCES["safe_rlhf"](path)       -> the paper's merged PKU-SafeRLHF preference pairs
     PAIR_SOURCES["safe_rlhf_no_dual_unsafe"], ["safe_rlhf_no_dual"] -> the paper's two filters
     PAIR_SOURCES["hh_rlhf"](path)         -> HH-RLHF pairs (path = repository folder; split "train")
+    PAIR_SOURCES["hh_rlhf_test"](path)    -> the same folder's "test" split (held-out evaluation)
     PAIR_SOURCES["preference_jsonl"](path)-> our generic preference JSONL format
 
 Models come from a local Hugging Face folder, or are built at random from a preset (tests and the
@@ -62,6 +63,7 @@ PAIR_SOURCES: dict[str, Callable[[str], list[PreferencePair]]] = {
     "safe_rlhf_no_dual_unsafe": _safe_rlhf_pairs(drop_dual_unsafe=True),
     "safe_rlhf_no_dual": _safe_rlhf_pairs(drop_dual_unsafe=True, drop_dual_safe=True),
     "hh_rlhf": _hh_split,
+    "hh_rlhf_test": lambda path: _hh_split(path, "test"),
     "preference_jsonl": read_preference_jsonl,
 }
 
