@@ -19,17 +19,22 @@ values, KL-shaped rewards and GAE (`rlhf_jax.training.ppo_rollout`), then `ppo.e
 step. Writes Orbax checkpoints (actor, critics, optimizer states, the EMA reference, value
 normalizers, lambda, RNG, prompt-iterator position; resumed automatically from `workdir`),
 TensorBoard and JSONL metrics, and the final actor as a Hugging Face folder `workdir/hf_model`.
+With `--config.validation.path=<held-out prompts> --config.selection.metric=reward`, greedy answers to
+the held-out prompts are scored every `loop.eval_every` iterations and at the end, and the actor with
+the best validation reward (for code: the greedy pass rate) is kept in `workdir/best`.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import math
 import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from rlhf_jax import config as config_lib
@@ -49,6 +54,7 @@ from rlhf_jax.training.ppo_rollout import (
 from rlhf_jax.training.ppo_steps import (
     PPOState, actor_step, checkpoint_tree, counted_jit, critic_step, ema_step, from_checkpoint_tree,
     minibatch_indices, settle)
+from rlhf_jax.training.selection import BestCheckpoint
 from rlhf_jax.training.sources import build_model, build_tokenizer
 from rlhf_jax.training.state import init_train_state, make_optimizer, on_mesh_of, split_model
 
@@ -173,9 +179,37 @@ class PPORunner:
             metrics.update(_prefixed(prefix, combine_metrics(ms)))
         return state, metrics
 
+    def validate(self, state: PPOState, batches, metas: list) -> dict[str, float]:
+        """Mean reward of greedy answers to the held-out prompt batches (see ValidationConfig)."""
+        greedy = dataclasses.replace(self.rollout_cfg, greedy=True)
+        total, count = 0.0, 0
+        for prompts in batches:
+            out = settle(self.sampler.generate(state.actor.params, PromptBatch(
+                prompts["prompt_ids"], prompts["prompt_mask"]), greedy))
+            seq = rollout_sequences(out)
+            scores = np.asarray(jax.device_get(self.reward(RewardInputs(
+                seq["input_ids"], seq["attention_mask"], out.response_ids_BxN, out.response_mask_BxN,
+                [metas[i] for i in prompts["example_index"]]))))
+            total, count = total + float(scores.sum()), count + scores.size
+        return {"reward": total / count, "count": float(count)}
+
     def compilations(self) -> dict[str, int]:
         """Traces so far of every jitted program of the run, the sampler's included."""
         return dict(self.traces, rollout=self.sampler.num_compilations)
+
+
+def _validation_batches(cfg: PPOConfig, tokenizer, pipe: PipelineConfig):
+    """(prompt batches, metas) of the first `validation.num_prompts` held-out prompts, in order."""
+    if not cfg.validation.path:
+        return None
+    records, metas = read_prompts(dataclasses.replace(cfg.data, path=cfg.validation.path))
+    n = cfg.validation.num_prompts
+    if len(records) < n:
+        raise ValueError(f"validation.path={cfg.validation.path!r} holds {len(records)} prompts, "
+                         f"fewer than validation.num_prompts={n}")
+    once = dataclasses.replace(pipe, shuffle=False, num_epochs=1)
+    batches = list(prompt_stream(records[:n], tokenizer, get_template(cfg.data.template), once))
+    return batches, metas[:n]
 
 
 def main(cfg: PPOConfig) -> dict:
@@ -199,19 +233,31 @@ def main(cfg: PPOConfig) -> dict:
     runner.initial_state = None  # after a restore, nothing may keep the initial arrays alive
     runner.sampler.update_params(state.actor.params)
     batches = batch_iterator(stream, meta["data_state"])
+    validation = _validation_batches(cfg, tokenizer, pipe)
+    best = None
+    if cfg.selection.metric is not None:
+        best = BestCheckpoint(cfg.workdir, cfg.selection)
+        best.restore(meta.get("selection"))
     compilations = []
     with jax.set_mesh(mesh):
         for it in run.steps(start):
             state, metrics = runner.iteration(state, next(batches), metas, it)
-            run.record(it, metrics, save=lambda: (checkpoint_tree(state, ema_reference=ema),
-                                                  {"data_state": batches.get_state()}))
+            if validation is not None and (it == cfg.loop.steps or (
+                    cfg.loop.eval_every and it % cfg.loop.eval_every == 0)):
+                scores = runner.validate(state, *validation)
+                run.log(it, scores, prefix="eval")
+                if best is not None:  # before `record`, so a checkpoint here holds the selection
+                    best.update(it, scores, lambda: nnx.merge(runner.actor_graphdef, state.actor.params),
+                                tokenizer=tokenizer)
+            run.record(it, metrics, save=lambda: (checkpoint_tree(state, ema_reference=ema), {
+                "data_state": batches.get_state(), "selection": None if best is None else best.state_dict()}))
             compilations.append(runner.compilations())
     run.finish()
     out_dir = os.path.join(cfg.workdir, "hf_model")
     save_pretrained(nnx.merge(runner.actor_graphdef, state.actor.params), out_dir, tokenizer=tokenizer)
     print(f"saved {out_dir}")
     return {"state": state, "hf_model": out_dir, "stopped_early": run.stopped_early,
-            "compilations": compilations}
+            "compilations": compilations, "best": None if best is None else best.best}
 
 
 if __name__ == "__main__":

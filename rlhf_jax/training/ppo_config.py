@@ -30,6 +30,7 @@ import jax
 from rlhf_jax.rollout import RolloutConfig
 from rlhf_jax.sharding import MeshConfig, validate_mesh
 from rlhf_jax.training.loop import LoopConfig
+from rlhf_jax.training.selection import SelectionConfig
 from rlhf_jax.training.sources import ModelSource
 from rlhf_jax.training.state import OptimConfig
 
@@ -111,6 +112,17 @@ class LagrangianConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ValidationConfig:
+    """Held-out prompts (read like `data`: same format and template) answered greedily every
+    `loop.eval_every` iterations and after the last one, and scored by the reward source: metric
+    "reward" is their mean score (with the APPS unit-test reward, 10 x the greedy pass rate), the
+    paper's checkpoint-selection criterion. `num_prompts` must be a multiple of the rollout batch."""
+
+    path: str = ""  # "": no validation
+    num_prompts: int = 64
+
+
+@dataclasses.dataclass(frozen=True)
 class PPOConfig:
     """The whole experiment. Models: `actor` is the SFT model (also the initial reference);
     `critic` None means the reward model when `reward.source` is "model", else the actor's
@@ -130,6 +142,8 @@ class PPOConfig:
     critic_optim: OptimConfig = OptimConfig(lr=5e-6)
     mesh: MeshConfig = MeshConfig()
     loop: LoopConfig = LoopConfig(steps=1000, checkpoint_every=50)
+    validation: ValidationConfig = ValidationConfig()
+    selection: SelectionConfig = SelectionConfig()  # e.g. metric="reward": keep the best in workdir/best
     seed: int = 0
     workdir: str = "runs/ppo"
 
@@ -209,3 +223,12 @@ def validate(cfg: PPOConfig, mesh, *, prompt_sources, reward_sources) -> None:
     micro = batch // cfg.ppo.mini_batches // cfg.ppo.micro_batches
     validate_mesh(mesh, batch_size=micro, what="ppo micro-batch (rollouts / mini_batches / micro_batches)")
     _require(micro % jax.process_count() == 0, "each PPO micro-batch must split evenly over the processes")
+    v = cfg.validation
+    if v.path:
+        _require(v.num_prompts >= batch and v.num_prompts % batch == 0,
+                 f"validation.num_prompts={v.num_prompts} must be a positive multiple of "
+                 f"ppo.rollout_batch_size={batch} (validation rolls out whole batches)")
+    if cfg.selection.metric is not None:
+        _require(bool(v.path), f"selection.metric={cfg.selection.metric!r} needs validation.path")
+        _require(cfg.selection.metric == "reward",
+                 f"selection.metric={cfg.selection.metric!r}; PPO's validation metric is 'reward'")

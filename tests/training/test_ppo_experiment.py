@@ -1,6 +1,7 @@
 """experiments.ppo end to end on tiny models: pulse (PPO-Lagrangian, EMA, no recompilation), learning
 with a programmatic reward under a frozen reference, bitwise resume after SIGKILL, config errors."""
 
+import json
 import os
 import signal
 import subprocess
@@ -129,3 +130,20 @@ def test_bad_config_is_rejected_before_training(toy_dir, tmp_path, extra, error,
 def test_missing_data_path_is_named(toy_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"data.path=.*nope.json' does not exist"):
         _run(_flags(toy_dir, tmp_path, 1, **{"data.path": tmp_path / "nope.json"}))
+
+
+def test_validation_reward_selects_the_best_actor(toy_dir, tmp_path):
+    flags = _flags(toy_dir, tmp_path, 2, **{
+        "reward.source": "word_count", "reward.word": "e", "validation.path": toy_dir / "alpaca.json",
+        "validation.num_prompts": 16, "selection.metric": "reward", "loop.eval_every": 1})
+    out = _run(flags)
+    evals = [r for r in read_metrics(str(tmp_path)) if "eval/reward" in r]
+    assert [r["step"] for r in evals] == [1, 2] and all(r["eval/count"] == 16 for r in evals)
+    best_step, best_value = out["best"]
+    assert best_value == max(r["eval/reward"] for r in evals)
+    assert best_step == max(evals, key=lambda r: (r["eval/reward"], -r["step"]))["step"]
+    record = json.loads((tmp_path / "best" / "selection.json").read_text())
+    assert record["step"] == best_step and record["metric"] == "reward"
+    assert load_pretrained(str(tmp_path / "best")).cfg.vocab_size == 320
+    with pytest.raises(ValueError, match="selection.metric='reward' needs validation.path"):
+        _run(_flags(toy_dir, tmp_path / "x", 1, **{"selection.metric": "reward"}))
