@@ -22,10 +22,11 @@ from rlhf_jax import config as config_lib
 from rlhf_jax.data import PipelineConfig, batch_iterator, get_template, sft_dataset
 from rlhf_jax.data.schema import encode_sft
 from rlhf_jax.models import check_vocab, save_pretrained
-from rlhf_jax.sharding import MeshConfig, make_mesh, put_batch, validate_mesh
+from rlhf_jax.sharding import MeshConfig, make_mesh, put_batch
 from rlhf_jax.training.loop import LoopConfig, RunContext, pad_rows, precompile
 from rlhf_jax.training.sources import SFT_SOURCES, ModelSource, build_model, build_tokenizer, read_source
-from rlhf_jax.training.state import OptimConfig, init_train_state, make_optimizer, split_model
+from rlhf_jax.training.state import (
+    OptimConfig, check_batching, init_train_state, make_optimizer, split_model)
 from rlhf_jax.training.steps import jit_step, sft_eval, sft_step
 
 SFT_FIELDS = ("input_ids", "attention_mask", "loss_mask", "positions", "segment_ids")
@@ -63,11 +64,7 @@ def get_config(preset_name: str | None = None) -> SFTConfig:
 
 
 def validate(cfg: SFTConfig, mesh) -> None:
-    validate_mesh(mesh, batch_size=cfg.batch_size, what="sft")
-    if cfg.batch_size % cfg.micro_batches:
-        raise ValueError(f"batch_size={cfg.batch_size} is not divisible by micro_batches={cfg.micro_batches}")
-    if (cfg.batch_size // cfg.micro_batches) % jax.process_count():
-        raise ValueError("each micro-batch must split evenly over the processes")
+    check_batching(cfg.batch_size, cfg.micro_batches, mesh, "sft")
     if cfg.data.format not in SFT_SOURCES:
         raise ValueError(f"data.format={cfg.data.format!r}; choose from {sorted(SFT_SOURCES)}")
 

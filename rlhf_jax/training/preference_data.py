@@ -34,6 +34,7 @@ from rlhf_jax.data.safe_rlhf import SOURCE as SAFE_RLHF_SOURCE
 from rlhf_jax.data.safe_rlhf import has_safety_label_conflict
 from rlhf_jax.data.schema import encode_pair, user_prompt
 from rlhf_jax.data.tokenize import TokenizeConfig, tokenize_pair
+from rlhf_jax.training.state import check_batching  # noqa: F401  (re-exported)
 from rlhf_jax.training.loop import pad_rows
 from rlhf_jax.training.preference_steps import PAIR_FIELDS, SAFETY_FIELDS
 from rlhf_jax.training.sources import PAIR_SOURCES
@@ -122,18 +123,6 @@ def check_pair_data(fmt: str, registry, eval_path: str) -> None:
         raise ValueError(f"data.format={fmt!r}; choose from {sorted(registry)}")
     if eval_path and not os.path.exists(eval_path):
         raise FileNotFoundError(f"data.eval_path: {eval_path!r} does not exist")
-
-
-def check_batching(batch_size: int, micro_batches: int, mesh, what: str) -> None:
-    """Rejects a global batch that the mesh, the micro-batch count or the processes do not divide."""
-    from rlhf_jax.sharding import validate_mesh
-
-    validate_mesh(mesh, batch_size=batch_size, what=what)
-    if micro_batches < 1 or batch_size % micro_batches:
-        raise ValueError(f"batch_size={batch_size} is not divisible by micro_batches={micro_batches}")
-    if (batch_size // micro_batches) % jax.process_count():
-        raise ValueError(f"micro-batches of {batch_size // micro_batches} rows do not split over "
-                         f"{jax.process_count()} processes")
 
 
 def _label(pair: PreferencePair, key: str) -> int:

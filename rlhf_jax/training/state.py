@@ -105,6 +105,18 @@ def apply_gradients(state: TrainState, grads, tx: optax.GradientTransformation) 
     return TrainState(optax.apply_updates(state.params, updates), opt_state, state.step + 1)
 
 
+def check_batching(batch_size: int, micro_batches: int, mesh, what: str) -> None:
+    """Rejects a global batch that the mesh, the micro-batch count or the processes do not divide."""
+    from rlhf_jax.sharding import validate_mesh
+
+    validate_mesh(mesh, batch_size=batch_size, what=what)
+    if micro_batches < 1 or batch_size % micro_batches:
+        raise ValueError(f"batch_size={batch_size} is not divisible by micro_batches={micro_batches}")
+    if (batch_size // micro_batches) % jax.process_count():
+        raise ValueError(f"micro-batches of {batch_size // micro_batches} rows do not split over "
+                         f"{jax.process_count()} processes")
+
+
 def split_micro_batches(batch, num_micro: int):
     """[B, ...] -> [num_micro, B / num_micro, ...] for every array of the batch.
 
