@@ -28,7 +28,13 @@ class TrainState(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with linear warmup and a constant or cosine schedule, and global-norm clipping."""
+    """AdamW with linear warmup and a constant or cosine schedule, and global-norm clipping.
+
+    `fp32_master`: for bf16 parameters (the model's `param_dtype="bfloat16"`), the optimizer keeps a
+    float32 master copy and runs AdamW on it; the parameters are the masters rounded to bf16 after
+    every step (`with_fp32_master`). Forwards, samplers and reference copies then read bf16 weights
+    while small updates still accumulate in float32.
+    """
 
     lr: float = 1e-5
     schedule: Literal["constant", "cosine"] = "constant"
@@ -39,6 +45,43 @@ class OptimConfig:
     b2: float = 0.95
     eps: float = 1e-8
     max_grad_norm: float | None = 1.0
+    fp32_master: bool = False
+
+
+class MasterState(NamedTuple):
+    """`with_fp32_master`'s state: float32 copies of the parameters and the inner optimizer's state."""
+
+    master: Any
+    inner: Any
+
+
+def with_fp32_master(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    """`tx` run on float32 master copies of low-precision parameters.
+
+    init: masters = params in float32, inner state over the masters (so Adam's moments are float32).
+    update: gradients cast to float32, the inner update applied to the masters, and the returned
+    update is `new_master - params` in float32, so `optax.apply_updates(params, update)` gives the
+    new masters rounded to the parameters' dtype. Float32 parameters are rejected: their masters
+    would be a redundant copy.
+    """
+    def init(params):
+        dtypes = {jnp.dtype(x.dtype) for x in jax.tree.leaves(params)}
+        if dtypes == {jnp.dtype(jnp.float32)}:
+            raise ValueError("optim.fp32_master=true, but the parameters are already float32 (a redundant "
+                             "copy); load the model with param_dtype='bfloat16' or set fp32_master=false")
+        master = jax.tree.map(lambda p: p.astype(jnp.float32), params)
+        return MasterState(master, tx.init(master))
+
+    def update(grads, state: MasterState, params=None):
+        if params is None:
+            raise ValueError("with_fp32_master: update needs the current params")
+        grads32 = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
+        updates, inner = tx.update(grads32, state.inner, state.master)
+        master = optax.apply_updates(state.master, updates)
+        delta = jax.tree.map(lambda m, p: m - p.astype(jnp.float32), master, params)
+        return delta, MasterState(master, inner)
+
+    return optax.GradientTransformation(init, update)
 
 
 def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
@@ -52,7 +95,8 @@ def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
         lr = cfg.lr
     parts = [] if cfg.max_grad_norm is None else [optax.clip_by_global_norm(cfg.max_grad_norm)]
     parts.append(optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay))
-    return optax.chain(*parts)
+    tx = optax.chain(*parts)
+    return with_fp32_master(tx) if cfg.fp32_master else tx
 
 
 def split_model(model) -> tuple[nnx.GraphDef, Any]:
