@@ -24,18 +24,76 @@ def test_parameter_bytes_per_device_follow_the_shardings():
     assert dr.per_device_bytes(params) == replicated + (total - replicated) // 8
 
 
+def _run(**fields):
+    return dry_run.main(apply_overrides(dry_run.get_config(), [(k, str(v)) for k, v in fields.items()]))
+
+
+def _resident_equals_parts(out):
+    assert out["resident"] == sum(sum(parts.values()) for parts in out["models"].values())
+    extra = max(m["temporaries"] + m["outputs"] - m["aliased"] for m in out["programs"].values())
+    assert out["peak"] == out["resident"] + extra and out["fits"]
+
+
 @pytest.mark.parametrize("run", ["sft", "reward", "dpo"])
 def test_dry_run_compiles_each_step_and_reports(run):
-    cfg = apply_overrides(dry_run.get_config(), [
-        ("run", run), ("model", "tiny"), ("batch_size", "16"), ("micro_batches", "2"), ("seq_len", "32")])
-    out = dry_run.main(cfg)
-    rows = out["rows"]
-    assert rows["optimizer state"] == pytest.approx(2 * rows["parameters"], rel=0.01)  # Adam: mu and nu
-    assert out["memory"]["temporaries"] > 0 and out["fits"]
-    assert out["memory"]["arguments"] >= rows["parameters"] + rows["optimizer state"]
-    if run == "dpo":
-        # fp32 master parameters, the frozen reference in the bf16 compute dtype: half the bytes
-        assert 2 * rows["reference model (frozen)"] == rows["parameters"]
+    out = _run(run=run, model="tiny", batch_size=16, micro_batches=2, seq_len=32)
+    trained = out["models"]["policy" if run == "dpo" else "model"]
+    assert trained["optimizer"] == pytest.approx(2 * trained["params"], rel=0.01)  # Adam: mu and nu
+    (step,) = out["programs"].values()
+    assert step["temporaries"] > 0 and step["arguments"] >= trained["params"] + trained["optimizer"]
+    if run == "dpo":  # experiments.dpo keeps its reference as a copy of the policy: same bytes
+        assert out["models"]["reference (frozen copy)"]["params"] == trained["params"]
+    _resident_equals_parts(out)
+
+
+def _total_bytes(model_cls, cfg):
+    return sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize
+               for x in jax.tree.leaves(dr.abstract_params(model_cls, cfg, make_mesh(MeshConfig(1, 8, 1)))[1]))
+
+
+def test_ppo_dry_run_builds_every_model_and_compiles_every_program():
+    # PPO-Lagrangian with a frozen bf16 reference: every model and program kind of a PPO iteration
+    B, P, N = 16, 8, 8
+    out = _run(run="ppo", model="tiny", cost_model="tiny", ema_reference="false", batch_size=B, mini_batches=2,
+               micro_batches=1, prompt_len=P, new_tokens=N, remat="none", dtype="float32",
+               **{"mesh.data": 2, "mesh.fsdp": 4})
+    models, programs = out["models"], out["programs"]
+    assert list(models) == ["actor", "critic", "reference (frozen)", "reward model", "cost model", "cost critic",
+                            "sampler copy of the policy"]
+    assert set(programs) == {f"generate ({B} rows, {P}+{N} tokens)", "reward scores", "cost scores",
+                             "actor log-probs", "reference log-probs", "critic values", "cost critic values",
+                             "actor step", "critic step", "cost critic step"}
+    actor, critic = models["actor"], models["critic"]
+    for trained in (actor, critic, models["cost critic"]):
+        assert trained["optimizer"] == pytest.approx(2 * trained["params"], rel=0.01)
+    # fp32 trained weights, bf16 frozen copies of the same shapes: exactly half the bytes
+    assert 2 * models["reference (frozen)"]["params"] == actor["params"]
+    assert 2 * models["reward model"]["params"] == critic["params"] == 2 * models["cost model"]["params"]
+    # params sharded over fsdp=4 (norms replicated): total / 4 within the replicated vectors
+    total = _total_bytes(LlamaForCausalLM, preset("tiny"))
+    assert total / 4 <= actor["params"] < total / 4 + 4096
+    # the sampler's layout drops fsdp: with tensor=1 every device holds the whole actor
+    assert models["sampler copy of the policy"]["params"] == total
+    # the generate program holds the KV cache of its 16 / (2*4) rows and the transient param copy
+    cfg = preset("tiny", dtype="float32")
+    kv = 2 * cfg.num_layers * (B // 8) * (P + N) * cfg.num_kv_heads * cfg.resolved_head_dim * 4
+    gen = programs[f"generate ({B} rows, {P}+{N} tokens)"]
+    assert gen["temporaries"] >= kv + total
+    assert programs["actor step"]["aliased"] > 0  # the donated train state is reused
+    _resident_equals_parts(out)
+
+
+def test_iterative_dpo_dry_run_reports_the_sampler_and_the_labeler():
+    out = _run(run="iterative_dpo", model="tiny", batch_size=16, micro_batches=2, seq_len=32, sample_batch=16,
+               prompt_len=16, new_tokens=16, remat="none")
+    assert list(out["models"]) == ["policy", "sampler copy of the policy", "labeler reward model"]
+    assert set(out["programs"]) == {"dpo step (precomputed reference)", "reference log-probs (round start)",
+                                    "generate (16 rows, 16+16 tokens)", "labeler scores"}
+    cfg = preset("tiny", dtype="bfloat16")
+    kv = 2 * cfg.num_layers * 2 * 32 * cfg.num_kv_heads * cfg.resolved_head_dim * 2  # 2 rows per device, bf16
+    assert dr.kv_cache_bytes(cfg, batch=16, length=32, mesh=make_mesh(MeshConfig(1, 8, 1))) == kv
+    assert out["programs"]["generate (16 rows, 16+16 tokens)"]["temporaries"] >= kv
+    _resident_equals_parts(out)
 
 
 def test_a_mesh_that_does_not_divide_the_micro_batch_is_rejected():
@@ -46,8 +104,6 @@ def test_a_mesh_that_does_not_divide_the_micro_batch_is_rejected():
 
 
 def test_adam_moments_are_created_in_the_parameters_shardings():
-
-
     from rlhf_jax.models import create_model
     from rlhf_jax.training.state import OptimConfig, init_train_state, make_optimizer, split_model
 
