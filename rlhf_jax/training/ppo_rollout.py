@@ -109,11 +109,15 @@ def rollout_sequences(out) -> dict[str, jax.Array]:
 
 
 def in_chunks(fn: Callable, num_chunks: int, *arrays: jax.Array) -> jax.Array:
-    """fn over `num_chunks` row chunks in sequence (`lax.map`), results concatenated by rows."""
+    """fn over `num_chunks` row chunks in sequence (`lax.map`); row i of the result is fn's row i.
+
+    The chunks are strided (`split_micro_batches`: chunk c holds rows c, c + num_chunks, ...), so
+    the results are interleaved back into the input's row order, not concatenated chunk after chunk.
+    """
     if num_chunks == 1:
         return fn(*arrays)
-    out = jax.lax.map(lambda xs: fn(*xs), split_micro_batches(arrays, num_chunks))
-    return out.reshape((-1,) + out.shape[2:])
+    out = jax.lax.map(lambda xs: fn(*xs), split_micro_batches(arrays, num_chunks))  # [K, B / K, ...]
+    return jnp.swapaxes(out, 0, 1).reshape((-1,) + out.shape[2:])
 
 
 def response_logps(params, input_ids_BxT, attention_mask_BxT, *, graphdef, prompt_length: int,
