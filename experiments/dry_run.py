@@ -2,8 +2,14 @@
 
     python -m experiments.dry_run --config.run=dpo --config.model=llama2-7b --config.devices=8 \
         --config.mesh.fsdp=8 --config.mesh.data=1 --config.batch_size=64 --config.seq_len=512
-    python -m experiments.dry_run --config.run=ppo --config.model=llama2-7b --config.cost_model=llama2-7b \
+    python -m experiments.dry_run --config.run=ppo --config.model=llama2-7b --config.reward_model=llama2-7b \
         --config.batch_size=512 --config.mini_batches=4 --config.micro_batches=8
+    python -m experiments.dry_run --config.preset=llama2-7b-saferlhf-ppo --config.layout=h100x8
+
+With `preset` (a paper preset of rlhf_jax.training.paper_configs) the models, batch and sequence
+shapes, mesh, remat and device memory come from the experiment config that preset builds on
+`layout`; the dtype fields stay the dry run's (bf16 compute, float32 trained weights, bf16 frozen
+models: the presets' choices).
 
 Allocates no weights: on a CPU host it creates `devices` virtual devices (one per chip of the
 target), builds every model of the run as sharded ShapeDtypeStructs (PPO: actor, critic, reference,
@@ -28,8 +34,10 @@ from rlhf_jax.sharding import MeshConfig
 class DryRunConfig:
     run: Literal["sft", "reward", "dpo", "iterative_dpo", "ppo"] = "sft"
     model: str = "llama2-7b"  # a preset of rlhf_jax.models.PRESETS: the trained model (PPO: the actor)
-    reward_model: str = ""  # ppo / iterative_dpo labeler: "" = model's architecture
-    critic_model: str = ""  # ppo: "" = reward_model's (the critic starts from the reward model)
+    preset: str = ""  # a paper preset (rlhf_jax.training.paper_configs.PRESETS): sets the fields below
+    layout: str = ""  # with preset: a hardware layout of paper_configs.LAYOUTS ("" = the preset's)
+    reward_model: str = ""  # ppo reward model / iterative_dpo labeler; "" = none (programmatic reward)
+    critic_model: str = ""  # ppo: "" = reward_model's, else model's (the critic's initial checkpoint)
     cost_model: str = ""  # ppo: a cost model and cost critic (PPO-Lagrangian); "" = none
     dtype: Literal["float32", "bfloat16"] = "bfloat16"
     param_dtype: Literal["float32", "bfloat16"] = "float32"  # trained models
@@ -63,6 +71,62 @@ def _use_virtual_devices(n: int) -> None:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
+PRESET_FIELDS = ("run", "model", "reward_model", "critic_model", "cost_model", "batch_size", "micro_batches",
+                 "seq_len", "mini_batches", "ema_reference", "prompt_len", "new_tokens", "top_k", "sample_batch",
+                 "devices", "mesh", "remat", "device_memory_gib")
+
+
+def _shape_of(experiment: str, exp) -> dict:
+    """The dry-run fields of an experiment config (what it builds and the shapes it runs)."""
+    from rlhf_jax.training.paper_configs import models_in_use
+
+    models = models_in_use(experiment, exp)
+    if experiment == "experiments.ppo":
+        from rlhf_jax.training.ppo_config import critic_source
+
+        return dict(run="ppo", model=exp.actor.preset, critic_model=critic_source(exp).preset,
+                    reward_model=models["reward.model"].preset if "reward.model" in models else "",
+                    cost_model=models["cost.model"].preset if "cost.model" in models else "",
+                    batch_size=exp.ppo.rollout_batch_size, mini_batches=exp.ppo.mini_batches,
+                    micro_batches=exp.ppo.micro_batches, ema_reference=exp.ppo.ema_reference,
+                    prompt_len=exp.data.max_prompt_length, new_tokens=exp.generation.max_new_tokens,
+                    top_k=exp.generation.top_k)
+    if experiment == "experiments.iterative_dpo":
+        return dict(run="iterative_dpo", model=exp.model.preset, batch_size=exp.batch_size,
+                    reward_model=models["labeler.model"].preset if "labeler.model" in models else "",
+                    micro_batches=exp.micro_batches, seq_len=exp.prompts.max_length,
+                    sample_batch=exp.sampling.batch_size, prompt_len=exp.prompts.max_prompt_length,
+                    new_tokens=exp.sampling.max_new_tokens, top_k=exp.sampling.top_k)
+    run = {"experiments.sft": "sft", "experiments.reward_model": "reward", "experiments.dpo": "dpo"}[experiment]
+    return dict(run=run, model=exp.model.preset, batch_size=exp.batch_size, micro_batches=exp.micro_batches,
+                seq_len=exp.data.max_length)
+
+
+def from_preset(cfg: DryRunConfig) -> DryRunConfig:
+    """`cfg` with the fields of paper preset `cfg.preset` on layout `cfg.layout`: the experiment's own
+    config is built from the preset, and the models and shapes are read from it."""
+    import importlib
+
+    from rlhf_jax.training import paper_configs as pc
+
+    if cfg.preset not in pc.PRESETS:
+        raise config_lib.ConfigError(f"preset={cfg.preset!r} is unknown; choose from {sorted(pc.PRESETS)}")
+    if cfg.layout and cfg.layout not in pc.LAYOUTS:
+        raise config_lib.ConfigError(f"layout={cfg.layout!r} is unknown; choose from {sorted(pc.LAYOUTS)}")
+    defaults = DryRunConfig()
+    clash = [k for k in PRESET_FIELDS if getattr(cfg, k) != getattr(defaults, k)]
+    if clash:
+        raise config_lib.ConfigError(f"{clash} are set by preset={cfg.preset!r}; drop them, or drop preset and "
+                                     "set every field")
+    preset = pc.PRESETS[cfg.preset]
+    layout_name = cfg.layout or preset.layout
+    experiment = importlib.import_module(preset.experiment)
+    exp, _ = pc.with_preset(preset.experiment, f"{cfg.preset}@{layout_name}", experiment.get_config())
+    layout = pc.LAYOUTS[layout_name]
+    return dataclasses.replace(cfg, **_shape_of(preset.experiment, exp), devices=layout.devices, mesh=exp.mesh,
+                               remat=layout.remat, device_memory_gib=layout.device_memory_gib)
+
+
 def check(cfg: DryRunConfig, mesh) -> None:
     """Rejects batch shapes the mesh or the micro-batching does not divide; errors name the key."""
     from rlhf_jax.sharding import validate_mesh
@@ -84,6 +148,14 @@ def check(cfg: DryRunConfig, mesh) -> None:
 
 
 def main(cfg: DryRunConfig) -> dict:
+    if cfg.preset:
+        cfg = from_preset(cfg)
+        flags = [f"--config.{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)
+                 if f.name in PRESET_FIELDS and f.name != "mesh"]
+        flags += [f"--config.mesh.{a}={getattr(cfg.mesh, a)}" for a in ("data", "fsdp", "tensor")]
+        print(f"preset {cfg.preset} on layout {cfg.layout or 'default'}: " + " ".join(flags))
+    elif cfg.layout:
+        raise config_lib.ConfigError("layout is set without preset; set mesh, devices and device_memory_gib instead")
     if cfg.devices < 1:
         raise ValueError(f"devices={cfg.devices} must be >= 1")
     _use_virtual_devices(cfg.devices)  # before the backend starts

@@ -5,7 +5,9 @@ dataclasses allowed). On the command line:
 
     python -m experiments.demo --config=tiny --config.train.steps=20 --config.mesh.data=2
 
-`--config=NAME` picks a preset (passed to `get_config`); each `--config.a.b=value` replaces one
+`--config=NAME` picks a preset: one of the paper's settings for this experiment
+(`rlhf_jax.training.paper_configs`, `NAME@LAYOUT` to choose the hardware layout), else whatever
+the experiment's `get_config(NAME)` knows; each `--config.a.b=value` replaces one
 field, parsed by the field's type annotation (int, float, str, bool, Literal, Enum, Optional,
 tuples, nested dataclasses). An unknown key is an error that lists the valid keys there; a value
 of the wrong type is an error naming the key and the expected type.
@@ -151,10 +153,37 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return enc(cfg)
 
 
+def experiment_name(get_config: Callable[..., Any]) -> str:
+    """The module of an experiment's `get_config`, e.g. 'experiments.ppo' (also under `python -m`,
+    where the module is `__main__` and its spec keeps the real name)."""
+    module = sys.modules.get(get_config.__module__)
+    spec = None if module is None else module.__spec__
+    return spec.name if spec is not None else get_config.__module__
+
+
+def preset_config(get_config: Callable[..., Any], name: str) -> Any:
+    """The config of preset `name`: a paper preset of the experiment (`NAME` or `NAME@LAYOUT`), else
+    `get_config(name)`; an unknown name is a ConfigError listing the paper presets and layouts."""
+    from rlhf_jax.training import paper_configs
+
+    experiment = experiment_name(get_config)
+    try:
+        return paper_configs.with_preset(experiment, name, get_config())[0]
+    except KeyError:
+        pass
+    try:
+        return get_config(name)
+    except ValueError as e:
+        known = sorted(paper_configs.presets_for(experiment))
+        hint = (f"; paper presets of {experiment}: {known}, as NAME or NAME@LAYOUT with a layout of "
+                f"{sorted(paper_configs.LAYOUTS)}") if known else ""
+        raise ConfigError(f"--config={name!r}: {e}{hint}") from None
+
+
 def load_config(get_config: Callable[..., Any], argv: Sequence[str]) -> Any:
-    """`get_config(preset)` with the command-line overrides applied."""
+    """The preset's config (or `get_config()`) with the command-line overrides applied."""
     preset, overrides = parse_argv(argv)
-    cfg = get_config(preset) if preset is not None else get_config()
+    cfg = preset_config(get_config, preset) if preset is not None else get_config()
     return apply_overrides(cfg, overrides)
 
 

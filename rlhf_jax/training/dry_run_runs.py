@@ -6,12 +6,13 @@
   experiments.dpo keeps it) and the DPO step;
 - "iterative_dpo": the policy and the DPO step against precomputed reference log-probs, the
   sampler's copy of the policy and its generate program (the KV cache of `sample_batch` rows), the
-  reference log-prob pass, and the labeler reward model with its scoring program;
+  reference log-prob pass, and with `reward_model` the labeler reward model and its scoring program;
 - "ppo": actor and critic (params and optimizer states), the reference (the EMA of the actor in its
-  parameter dtype, or a frozen copy in `frozen_dtype`), the reward model (and with `cost_model` the
-  cost model and cost critic) in `frozen_dtype`, the sampler's copy of the actor, and every program
-  of a PPO iteration: generate, reward (cost) scores, actor / reference log-probs, critic values,
-  the actor, critic (cost critic) and EMA steps.
+  parameter dtype, or a frozen copy in `frozen_dtype`), the reward model if `reward_model` is set
+  (else the reward is programmatic, e.g. unit tests) and with `cost_model` the cost model and cost
+  critic, frozen models in `frozen_dtype`, the sampler's copy of the actor, and every program of a
+  PPO iteration: generate, reward (cost) scores, actor / reference log-probs, critic values, the
+  actor, critic (cost critic) and EMA steps.
 Every program is lowered and compiled for the mesh; nothing is allocated.
 """
 
@@ -132,7 +133,9 @@ def iterative_dpo(cfg, mesh) -> dr.Report:
     report.programs["reference log-probs (round start)"] = dr.compile_memory(
         jax.jit(functools.partial(reference_logps, graphdef=graphdef)), state.params, pairs)
     _sampler(report, cfg, model_cfg, mesh, batch=cfg.sample_batch)
-    rm_cfg = model_config(cfg, cfg.reward_model or cfg.model, cfg.frozen_dtype)
+    if not cfg.reward_model:  # labelled by unit tests or another programmatic labeler
+        return report
+    rm_cfg = model_config(cfg, cfg.reward_model, cfg.frozen_dtype)
     rm_graphdef, rm_params = frozen_model(report, "labeler reward model", LlamaForScore, rm_cfg, mesh)
     rows = dr.abstract_batch({"ids": ((cfg.sample_batch, cfg.seq_len), np.int32),
                               "mask": ((cfg.sample_batch, cfg.seq_len), np.int32)}, mesh)
@@ -159,9 +162,11 @@ def ppo(cfg, mesh) -> dr.Report:
     ref_dtype = actor_cfg.param_dtype if cfg.ema_reference else cfg.frozen_dtype
     ref = dr.abstract_like(actor.params, ref_dtype)
     report.add_model("reference (EMA of the actor)" if cfg.ema_reference else "reference (frozen)", ref)
-    rm_gd, rm = frozen_model(report, "reward model", LlamaForScore,
-                             model_config(cfg, cfg.reward_model or cfg.model, cfg.frozen_dtype), mesh)
-    scorers: list[tuple[str, Any, Any]] = [("reward", rm_gd, rm)]
+    scorers: list[tuple[str, Any, Any]] = []
+    if cfg.reward_model:
+        rm_gd, rm = frozen_model(report, "reward model", LlamaForScore,
+                                 model_config(cfg, cfg.reward_model, cfg.frozen_dtype), mesh)
+        scorers.append(("reward", rm_gd, rm))
     critics: list[tuple[str, Any, Any, Any]] = [("critic", critic_gd, critic, critic_tx)]
     if cfg.cost_model:
         cm_gd, cm = frozen_model(report, "cost model", LlamaForScore,

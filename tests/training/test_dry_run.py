@@ -54,7 +54,7 @@ def _total_bytes(model_cls, cfg):
 def test_ppo_dry_run_builds_every_model_and_compiles_every_program():
     # PPO-Lagrangian with a frozen bf16 reference: every model and program kind of a PPO iteration
     B, P, N = 16, 8, 8
-    out = _run(run="ppo", model="tiny", cost_model="tiny", ema_reference="false", batch_size=B, mini_batches=2,
+    out = _run(run="ppo", model="tiny", reward_model="tiny", cost_model="tiny", ema_reference="false", batch_size=B, mini_batches=2,
                micro_batches=1, prompt_len=P, new_tokens=N, remat="none", dtype="float32",
                **{"mesh.data": 2, "mesh.fsdp": 4})
     models, programs = out["models"], out["programs"]
@@ -84,7 +84,7 @@ def test_ppo_dry_run_builds_every_model_and_compiles_every_program():
 
 
 def test_iterative_dpo_dry_run_reports_the_sampler_and_the_labeler():
-    out = _run(run="iterative_dpo", model="tiny", batch_size=16, micro_batches=2, seq_len=32, sample_batch=16,
+    out = _run(run="iterative_dpo", model="tiny", reward_model="tiny", batch_size=16, micro_batches=2, seq_len=32, sample_batch=16,
                prompt_len=16, new_tokens=16, remat="none")
     assert list(out["models"]) == ["policy", "sampler copy of the policy", "labeler reward model"]
     assert set(out["programs"]) == {"dpo step (precomputed reference)", "reference log-probs (round start)",
