@@ -19,7 +19,8 @@ weights are never held as a second copy). Round data lives in `workdir/rounds/<r
 reference_logps.npz, stats.json); round statistics (mean label of the samples, pairs, ties) are
 logged under `round/`. The checkpoint meta holds the round and the data position, so a run resumes
 in the middle of a round on the same pairs. One optimizer state runs through all rounds. The final
-policy is saved as a Hugging Face folder `workdir/hf_model`.
+policy is saved as a Hugging Face folder `workdir/hf_model`; with `--config.export_rounds=true`, each
+round's final policy too, as `workdir/rounds/<r>/hf_model` (Table 2's rounds 1-4).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class IterativeDPOConfig:
     loop: LoopConfig = LoopConfig(steps=0, checkpoint_every=50)  # steps: rounds * steps_per_round
     seed: int = 0
     workdir: str = "runs/iterative_dpo"
+    export_rounds: bool = False  # also save each round's final policy to workdir/rounds/<r>/hf_model
 
 
 def get_config(preset_name: str | None = None) -> IterativeDPOConfig:
@@ -185,6 +187,9 @@ def main(cfg: IterativeDPOConfig) -> dict:
         if round_stats is not None:
             run.log(step, round_stats, prefix="round")
             round_stats = None
+        if cfg.export_rounds and step % spr == 0:
+            save_pretrained(nnx.merge(graphdef, state.params),
+                            os.path.join(round_dir(cfg.workdir, current_round), "hf_model"), tokenizer=tokenizer)
     run.finish()
     out_dir = os.path.join(cfg.workdir, "hf_model")
     save_pretrained(nnx.merge(graphdef, state.params), out_dir, tokenizer=tokenizer)

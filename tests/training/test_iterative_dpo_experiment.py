@@ -57,7 +57,7 @@ def test_two_rounds_reset_the_reference_and_resume_exactly(toy_dir, tmp_path):
     save_pretrained(load_pretrained(str(tmp_path / "lm"), mesh=mesh, head="score", seed=5), str(tmp_path / "rm"))
     flags = _flags(toy_dir, tmp_path / "run", **{
         "labeler.name": "reward_model", "labeler.model.hf_path": tmp_path / "rm", "labeler.batch_size": 16,
-        "labeler.max_length": 32, "labeler.max_prompt_length": 24})
+        "labeler.max_length": 32, "labeler.max_prompt_length": 24, "export_rounds": "true"})
     out = _run(flags)
     train = _train(tmp_path / "run")
     assert [r["step"] for r in train] == [1, 2, 3, 4]
@@ -90,6 +90,11 @@ def test_two_rounds_reset_the_reference_and_resume_exactly(toy_dir, tmp_path):
     moved = [not np.array_equal(np.asarray(a), np.asarray(b))
              for a, b in zip(jax.tree.leaves(end_of_round_1), jax.tree.leaves(out["state"].params))]
     assert all(moved)
+    # export_rounds: each round's final policy as a Hugging Face folder
+    for r, params in ((1, end_of_round_1), (2, out["state"].params)):
+        _, exported = split_model(load_pretrained(str(tmp_path / "run" / "rounds" / str(r) / "hf_model"), mesh=mesh))
+        for a, b in zip(jax.tree.leaves(exported), jax.tree.leaves(params)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
     # a run that lost its last checkpoint resumes inside round 2 (from step 3) on the stored pairs
     # and reference, without sampling again, and reproduces the uninterrupted run bitwise
