@@ -5,6 +5,7 @@ Data sources are registries (name -> reader), validated when the config loads:
     SFT_SOURCES["alpaca"](path)           -> list[SFTExample]   (SFT(Alpaca))
     SFT_SOURCES["safe_rlhf_safe"](path)   -> the safe responses of PKU-SafeRLHF (SFT(Safe))
     SFT_SOURCES["preference_chosen"](path)-> chosen responses of a generic preference JSONL file
+    SFT_SOURCES["apps"](path)             -> APPS problems' reference solutions (code SFT)
     PAIR_SOURCES["safe_rlhf"](path)       -> the paper's merged PKU-SafeRLHF preference pairs
     PAIR_SOURCES["safe_rlhf_no_dual_unsafe"], ["safe_rlhf_no_dual"] -> the paper's two filters
     PAIR_SOURCES["hh_rlhf"](path)         -> HH-RLHF pairs (path = repository folder; split "train")
@@ -52,8 +53,23 @@ def _chosen_sft(path: str) -> list[SFTExample]:
     return [SFTExample(p.prompt, p.chosen, dict(p.meta)) for p in read_preference_jsonl(path)]
 
 
+def _apps_sft(path: str) -> list[SFTExample]:
+    """Code SFT: every reference solution of every APPS-format problem with tests, as the response
+    to the problem's "apps"-style prompt (the prompt the PPO and iterative-DPO code runs use)."""
+    from rlhf_jax.data.schema import user_prompt
+    from rlhf_jax.rewards import format_prompt, format_response, read_apps, with_tests
+
+    problems, dropped = with_tests(read_apps(path))
+    examples = [SFTExample(user_prompt(format_prompt(p, "apps")), format_response(s, "apps"),
+                           {"problem_id": str(p.problem_id)})
+                for p in problems for s in p.solutions]
+    print(f"{path}: {len(examples)} solutions of {len(problems)} problems with tests ({dropped} without)")
+    return examples
+
+
 SFT_SOURCES: dict[str, Callable[[str], list[SFTExample]]] = {
     "alpaca": read_alpaca,
+    "apps": _apps_sft,
     "safe_rlhf_safe": _safe_sft,
     "preference_chosen": _chosen_sft,
 }
