@@ -86,8 +86,8 @@ def with_fp32_master(tx: optax.GradientTransformation) -> optax.GradientTransfor
 
 def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
     if cfg.schedule == "cosine":
-        lr = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, max(cfg.warmup_steps, 1),
-                                                max(cfg.total_steps, cfg.warmup_steps + 1))
+        warmup = max(cfg.warmup_steps, 1)  # optax needs a warmup step and a decay step after it
+        lr = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, warmup, max(cfg.total_steps, warmup + 1))
     elif cfg.warmup_steps > 0:
         lr = optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps),
                                    optax.constant_schedule(cfg.lr)], [cfg.warmup_steps])

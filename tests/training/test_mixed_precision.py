@@ -88,3 +88,12 @@ def test_fp32_master_over_float32_params_is_rejected():
     _, params = split_model(create_model(LlamaForCausalLM, preset("tiny"), mesh=mesh))
     with pytest.raises(ValueError, match="fp32_master=true, but the parameters are already float32"):
         init_train_state(params, make_optimizer(OptimConfig(fp32_master=True)))
+
+
+@pytest.mark.parametrize("total, warmup", [(1, 0), (1, 1), (2, 0), (5, 10)])
+def test_cosine_schedule_accepts_runs_shorter_than_its_warmup(total, warmup):
+    """A one-step (or warmup-only) run with the cosine schedule builds and updates finitely."""
+    tx = make_optimizer(OptimConfig(lr=1e-2, schedule="cosine", warmup_steps=warmup, total_steps=total))
+    params = {"w": jnp.ones(3)}
+    updates, _ = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+    assert np.isfinite(np.asarray(updates["w"])).all()
