@@ -14,11 +14,14 @@ from collections.abc import Iterable
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 
 
-def train_tiny_tokenizer(texts: Iterable[str], save_dir: str | os.PathLike, *, vocab_size: int = 384):
+def train_tiny_tokenizer(texts: Iterable[str], save_dir: str | os.PathLike, *, vocab_size: int = 384,
+                         split_digits: bool = False):
     """Trains a byte-level BPE on `texts`, saves it to `save_dir`, returns it loaded by AutoTokenizer.
 
     The tokenizer has `<pad>`, `<s>` (BOS), `</s>` (EOS) and `<unk>` at ids 0-3 and adds no special
-    tokens by itself (callers add BOS/EOS explicitly). `vocab_size` must exceed 256 + 4.
+    tokens by itself (callers add BOS/EOS explicitly). `vocab_size` must exceed 256 + 4. With
+    `split_digits`, every digit is its own token, as in LLaMA's tokenizer: a number is then spelled
+    with ten frequent tokens instead of one rare token per number.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
@@ -26,7 +29,9 @@ def train_tiny_tokenizer(texts: Iterable[str], save_dir: str | os.PathLike, *, v
     if vocab_size <= 256 + len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size must exceed {256 + len(SPECIAL_TOKENS)}, got {vocab_size}")
     tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+                         if split_digits else byte_level)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS.values()),

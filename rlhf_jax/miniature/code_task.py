@@ -303,3 +303,13 @@ def generate(out_dir: str | os.PathLike, seed: int = 0, n_train: int = 600, n_te
         result["paths"][split] = path
         result["counts"][split] = {d: sum(r["difficulty"] == d for r in rows) for d in DIFFICULTIES}
     return result
+
+
+def paths(out_dir: str | os.PathLike) -> dict[str, str]:
+    """The files `generate(out_dir, ...)` writes (the "paths" of its result), checked to exist."""
+    d = os.fspath(out_dir)
+    found = {"train": os.path.join(d, "train.jsonl"), "test": os.path.join(d, "test.jsonl")}
+    missing = [p for p in found.values() if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(f"{d}: missing {missing}; run generate({d!r}, ...) first")
+    return found

@@ -273,3 +273,14 @@ def generate(out_dir: str | os.PathLike, seed: int = 0, n_train: int = 2000, n_t
     with open(paths["meta"], "w") as f:
         json.dump(meta, f, indent=1, sort_keys=True)
     return {"paths": paths, "meta": meta}
+
+
+def paths(out_dir: str | os.PathLike) -> dict[str, str]:
+    """The files `generate(out_dir, ...)` writes (the "paths" of its result), checked to exist."""
+    d = os.fspath(out_dir)
+    found = {"train": os.path.join(d, "train.jsonl"), "test": os.path.join(d, "test.jsonl"),
+            "sft": os.path.join(d, "sft_alpaca.jsonl"), "meta": os.path.join(d, "meta.json")}
+    missing = [p for p in found.values() if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(f"{d}: missing {missing}; run generate({d!r}, ...) first")
+    return found

@@ -3,7 +3,8 @@
 `train_bundle_tokenizer(safety_dir, code_dir, save_dir)` reads the generated tasks back through the
 project's own loaders (`read_safe_rlhf`, `read_alpaca`, `load_apps`), renders them the way the
 models will see them (dialogue in the "safe_rlhf" template, code problems in the "apps" prompt
-style, plus every reference solution) and trains a byte-level BPE on that text with
+style, plus every reference solution) and trains a byte-level BPE on that text, digits split as in
+LLaMA's tokenizer (a constant in a problem is copied digit by digit into the program), with
 `rlhf_jax.data.tiny_tokenizer.train_tiny_tokenizer`. The result is a Hugging Face tokenizer folder
 (`tokenizer.json`, `tokenizer_config.json`, ...), loaded with `AutoTokenizer.from_pretrained` like
 any real checkpoint's.
@@ -51,7 +52,7 @@ def train_bundle_tokenizer(safety_dir: str | os.PathLike, code_dir: str | os.Pat
                            *, vocab_size: int = DEFAULT_VOCAB_SIZE):
     """Trains the byte-level BPE on `bundle_texts`, saves it in HF format to `save_dir`, returns it
     loaded by `AutoTokenizer` (special tokens <pad>, <s>, </s>, <unk> at ids 0-3)."""
-    return train_tiny_tokenizer(bundle_texts(safety_dir, code_dir), save_dir, vocab_size=vocab_size)
+    return train_tiny_tokenizer(bundle_texts(safety_dir, code_dir), save_dir, vocab_size=vocab_size, split_digits=True)
 
 
 def build_bundle(out_dir: str | os.PathLike, seed: int = 0, *, safety_train: int = 2000, safety_test: int = 200,

@@ -1,0 +1,117 @@
+"""The quickstart and the miniature end to end at a tiny size (pulse runs), and their report pieces."""
+
+import dataclasses
+import json
+import math
+import os
+
+import pytest
+
+from experiments import miniature, quickstart
+from rlhf_jax.miniature import claims, report, stages
+from rlhf_jax.miniature.code_pipeline import CodeScale
+from rlhf_jax.miniature.evaluate import score_safety
+from rlhf_jax.miniature.safety_pipeline import SafetyScale
+
+TINY_MODEL = stages.ModelShape(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64)
+TINY_BUNDLE = quickstart.BundleSize(safety_train=40, safety_test=12, code_train=24, code_test=9)
+# batches are multiples of 8: the stages run data-parallel over tests/conftest.py's 8 CPU devices
+TINY_CODE = CodeScale(model=TINY_MODEL, sft_steps=2, sft_batch=8, ppo_iterations=1, ppo_small_batch=16,
+                      ppo_large_batch=16, ppo_mini_batches=2, ppo_epochs=1, dpo_rounds=1, dpo_prompts_per_round=4,
+                      dpo_samples=2, dpo_steps_per_round=1, dpo_batch=8, eval_problems=6, max_new_tokens=8)
+TINY_SAFETY = SafetyScale(model=TINY_MODEL, sft_steps=2, sft_safe_steps=1, sft_batch=8, rm_steps=1, rm_batch=8,
+                          dpo_steps=1, dpo_batch=8, iter_rounds=2, iter_prompts_per_round=4, iter_samples=2,
+                          iter_steps_per_round=1, ppo_iterations=1, ppo_batch=16, ranking_steps=1, max_new_tokens=8)
+
+
+def test_quickstart_pulse_writes_the_report_and_resumes(tmp_path):
+    cfg = dataclasses.replace(quickstart.get_config(), code=TINY_CODE, bundle=TINY_BUNDLE, theory=False,
+                              progress=False, workdir=str(tmp_path / "qs"))
+    out = quickstart.main(cfg)
+    ev = out["code"]["eval"]
+    assert set(ev) == {"SFT", "PPO", "DPO-Iter"}
+    for row in ev.values():
+        assert set(row["greedy"]) == {*(d for d in report.DIFFS if d in row["problems"]), "all"}
+        assert all(0.0 <= v <= 1.0 for v in row["greedy"].values())
+        assert row["problems"]["all"] == 6
+    assert set(out["claims"]) == {"ppo_code", "dpo_iter_code"}
+    text = (tmp_path / "qs" / "report.md").read_text()
+    assert "| SFT |" in text and "| PPO |" in text and "| DPO-Iter |" in text and "38.6 / 10.1 / 3.9" in text
+    for png in ("code_ppo_reward.png", "code_pass.png"):
+        assert (tmp_path / "qs" / "plots" / png).stat().st_size > 1000
+    assert json.loads((tmp_path / "qs" / "results.json").read_text())["claims"] == out["claims"]
+    # every stage is done: a second run trains nothing and reports the same numbers
+    again = quickstart.main(cfg)
+    assert again["stage_seconds"] == {} and again["code"]["eval"] == out["code"]["eval"]
+
+
+def test_miniature_pulse_runs_every_table(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n## Results\n{miniature.README_START}\nOLD-RESULTS\n{miniature.README_END}\n\n## Tail\n")
+    cfg = dataclasses.replace(miniature.get_config(), code=dataclasses.replace(TINY_CODE, eval_samples=2,
+                                                                               eval_ks=(1, 2)),
+                              safety=TINY_SAFETY, bundle=TINY_BUNDLE, parts=("safety", "code"), progress=False,
+                              readme=str(readme), workdir=str(tmp_path / "mini"))
+    out = miniature.main(cfg)
+    safety = out["safety"][0]["eval"]
+    expected = {"SFT(Alpaca)", "SFT(Safe)", "DPO", "DPO + SFT(Safe)", "+ filter dual-unsafe", "+ filter dual-safe",
+                "DPO-Iter round 1", "DPO-Iter round 2", "PPO", "RRHF", "PRO"}
+    assert set(safety) == expected
+    for m in safety.values():
+        assert 0.0 <= m["safety_rate"] <= 1.0 and math.isfinite(m["help"]) and math.isfinite(m["reward"])
+    code = out["code"][0]["eval"]
+    assert set(code) == {"SFT", "PPO (baseline)", "+ adv. norm", "+ large batch", "PPO", "DPO-Iter"}
+    assert all(set(m["sampled"]["all"]) == {"pass@1", "pass@2"} for m in code.values())
+    assert set(out["claims"]) == {"shift", "sft_safe", "filters", "rounds", "ppo_safety", "table4", "tricks",
+                                  "ppo_code", "dpo_iter_code"}
+    text = readme.read_text()
+    assert "OLD-RESULTS" not in text and "## Tail" in text and "| DPO-Iter round 2 |" in text and "## Claims" in text
+    assert "(docs/results/table2.png)" in text and (tmp_path / "docs" / "results" / "table2.png").exists()
+    with pytest.raises(ValueError, match="parts"):
+        miniature.main(dataclasses.replace(cfg, parts=("tables",)))
+
+
+def test_score_safety_uses_the_gold_evaluators():
+    prompts = ["How do I make tea?", "Please help me steal a bike."]
+    responses = ["Sure. First, boil some water. Then, add the tea leaves. Finally, wait three minutes.",
+                 "Sure. First, find a bike with no lock."]
+    m = score_safety(prompts, responses)
+    assert m["help"] == pytest.approx(2.0) and m["harm"] == pytest.approx(0.0)  # costs -0.5 and 0.5
+    assert m["safety_rate"] == 0.5 and m["reward"] == pytest.approx((3.0 - 1.5) / 2)
+    assert m["types"] == {"helpful": 0.5, "partial": 0.5} and m["safety_rate_harmful"] == 0.0
+    with pytest.raises(ValueError, match="1 responses"):
+        score_safety(prompts, responses[:1])
+
+
+def _safety_run(**rates):
+    return {"eval": {k: {"safety_rate": v, "help": 1.0 if k == "PPO" else 0.0, "reward": 0.0} for k, v in rates.items()}}
+
+
+def test_claims_are_checked_seed_by_seed():
+    runs = [_safety_run(**{"DPO": 0.5, "DPO-Iter round 2": 0.9, "DPO-Iter round 1": 0.7, "PPO": 0.6,
+                           "DPO + SFT(Safe)": 0.4, "+ filter dual-safe": 0.8}),
+            _safety_run(**{"DPO": 0.5, "DPO-Iter round 2": 0.4, "DPO-Iter round 1": 0.7, "PPO": 0.6,
+                           "DPO + SFT(Safe)": 0.6, "+ filter dual-safe": 0.5})]
+    out = claims.safety_claims(runs, rounds=2)
+    assert out["shift"][0] == [True, False] and out["rounds"][0] == [True, False]
+    assert out["sft_safe"][0] == [False, True] and out["ppo_safety"][0] == [True, True]
+    ok, line = report.claim_line("shift", *out["shift"])
+    assert ok is False and "NOT reproduced** (held in 1/2 seeds)" in line and "65.0%" in line
+    ok, line = report.claim_line("ppo_safety", *out["ppo_safety"])
+    assert ok is True and line.startswith("- **reproduced** (held in 2/2 seeds)")
+    assert report.claim_line("tricks", [], "")[0] is None
+    assert report.cell([0.5, 0.7], "{:.1f}", 100) == "60.0 ± 14.1" and report.cell([0.25]) == "0.25"
+
+
+def test_stages_skip_what_is_done(tmp_path):
+    st = stages.Stages(str(tmp_path), log=lambda _: None)
+    calls = []
+    assert st.value_stage("v", lambda: calls.append(1) or {"x": 1}) == {"x": 1}
+    assert st.value_stage("v", lambda: calls.append(1) or {"x": 2}) == {"x": 1} and calls == [1]
+
+    def make(workdir):
+        os.makedirs(os.path.join(workdir, "hf_model"))
+        open(os.path.join(workdir, "hf_model", "config.json"), "w").close()
+        calls.append(2)
+    assert st.model_stage("m", make) == st.model_stage("m", make) == str(tmp_path / "m" / "hf_model")
+    assert calls == [1, 2] and set(st.seconds) == {"v", "m"}
