@@ -150,5 +150,10 @@ def test_bundle_tokenizer_covers_the_text(tmp_path):
         assert tok.unk_token_id not in ids and tok.decode(ids) == text
     dialogue = texts[:140]  # the merges learned the grammar: well under one token per byte
     assert sum(len(tok(t)["input_ids"]) for t in dialogue) < 0.5 * sum(len(t.encode()) for t in dialogue)
+    # digits are split, as in LLaMA's tokenizer: every number is spelled with the ten digit tokens
+    pieces = [tok.decode([i]) for i in tok("print(a * b + 461)")["input_ids"]]
+    assert pieces[-4:] == ["4", "6", "1", ")"] and tok.decode(tok("x - 2025\n")["input_ids"]) == "x - 2025\n"
+    assert not any(any(c.isdigit() for c in piece) and len(piece.strip()) > 1
+                   for piece in tok.convert_ids_to_tokens(range(len(tok))) if not piece.startswith("<"))
     with pytest.raises(FileNotFoundError, match="safety_dir"):
         bundle_texts(tmp_path / "nowhere", tmp_path / "code")
