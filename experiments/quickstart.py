@@ -40,9 +40,9 @@ class BundleSize:
     code_test: int = 150
 
 
-QUICK_CODE = CodeScale(sft_steps=250, ppo_iterations=10, ppo_small_batch=16, ppo_large_batch=32, ppo_epochs=2,
-                       ppo_lr=1e-4, ppo_critic_lr=1e-4, dpo_rounds=2, dpo_prompts_per_round=32,
-                       dpo_steps_per_round=15, dpo_lr=1e-4, eval_problems=64)
+QUICK_CODE = CodeScale(sft_steps=230, ppo_iterations=10, ppo_small_batch=16, ppo_large_batch=32, ppo_epochs=2,
+                       ppo_lr=1e-4, ppo_critic_lr=1e-4, dpo_rounds=2, dpo_prompts_per_round=24,
+                       dpo_steps_per_round=15, dpo_lr=1e-4, eval_problems=60, eval_samples=5)
 
 
 @dataclasses.dataclass(frozen=True)

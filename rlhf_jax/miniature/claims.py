@@ -94,7 +94,8 @@ def code_claims(runs: Sequence[dict], ablation: bool) -> dict[str, tuple[list, s
                 per_seed.append(bool(op(x, y)))
                 xs.append(x)
                 ys.append(y)
-        return per_seed, f"{a} {_mean(xs):.1%} vs {b} {_mean(ys):.1%} ({name}, all test problems)."
+        n = runs[0]["eval"][a]["problems"]["all"] if a in runs[0]["eval"] else 0
+        return per_seed, f"{a} {_mean(xs):.1%} vs {b} {_mean(ys):.1%} ({name} on {n} test problems)."
 
     out = {"ppo_code": compare("PPO", "SFT", lambda x, y: x > y),
            "dpo_iter_code": compare("DPO-Iter", "SFT", lambda x, y: x <= y)}

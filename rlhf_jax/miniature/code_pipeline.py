@@ -40,9 +40,9 @@ class CodeScale:
     ppo_small_batch: int = 16  # rollouts per iteration: the "small batch" of Table 3
     ppo_large_batch: int = 64  # and the large one (the paper: 64 vs 512)
     ppo_mini_batches: int = 2
-    ppo_epochs: int = 4  # passes over each rollout batch: a tiny model gets more updates per sandbox run
-    ppo_lr: float = 2e-4
-    ppo_critic_lr: float = 2e-4
+    ppo_epochs: int = 2  # passes over each rollout batch: a tiny model gets more updates per sandbox run
+    ppo_lr: float = 1e-4
+    ppo_critic_lr: float = 1e-4
     ppo_kl: float = 0.1
     ppo_ema_eta: float = 0.05  # the paper's 0.001 per step assumes thousands of steps; ours are ~50
     dpo_rounds: int = 2
@@ -50,10 +50,10 @@ class CodeScale:
     dpo_samples: int = 4  # programs per problem per round (the paper: 5)
     dpo_steps_per_round: int = 20
     dpo_batch: int = 16
-    dpo_lr: float = 2e-4
+    dpo_lr: float = 1e-4
     dpo_beta: float = 0.1
-    eval_problems: int = 0  # first n test problems; 0 = all
-    eval_samples: int = 0  # programs per problem for pass@k (0: greedy pass@1 only)
+    eval_problems: int = 90  # first n test problems; 0 = all
+    eval_samples: int = 5  # programs per problem for pass@k, temperature 1 (0: greedy pass@1 only)
     eval_ks: tuple[int, ...] = (1, 5)
 
 

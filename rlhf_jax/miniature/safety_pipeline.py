@@ -44,12 +44,12 @@ class SafetyScale:
     rm_lr: float = 1e-3
     dpo_steps: int = 100
     dpo_batch: int = 16
-    dpo_lr: float = 2e-4
+    dpo_lr: float = 1e-4
     dpo_beta: float = 0.1
     iter_rounds: int = 4
     iter_prompts_per_round: int = 64
     iter_samples: int = 4
-    iter_steps_per_round: int = 25
+    iter_steps_per_round: int = 20
     ppo_iterations: int = 30
     ppo_batch: int = 32
     ppo_mini_batches: int = 2

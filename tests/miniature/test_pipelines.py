@@ -51,6 +51,7 @@ def test_miniature_pulse_runs_every_table(tmp_path):
     cfg = dataclasses.replace(miniature.get_config(), code=dataclasses.replace(TINY_CODE, eval_samples=2,
                                                                                eval_ks=(1, 2)),
                               safety=TINY_SAFETY, bundle=TINY_BUNDLE, parts=("safety", "code"), progress=False,
+                              seeds=(0,), code_seeds=(0,),
                               readme=str(readme), workdir=str(tmp_path / "mini"))
     out = miniature.main(cfg)
     safety = out["safety"][0]["eval"]
