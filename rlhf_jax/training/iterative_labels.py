@@ -2,7 +2,8 @@
 
 - `PROMPT_SOURCES[name](path, style) -> list[PromptItem]`: every key of `sources.PAIR_SOURCES`
   (a prompt once, the chosen response as its reference answer), of `sources.SFT_SOURCES` (the
-  response as reference), and "apps" (APPS problems with tests; the first solution as reference).
+  response as reference), "apps" and "code_contests" (problems with tests; the first solution as
+  reference).
 - `LABELERS[name](cfg, ctx) -> labeler`, a labeler mapping (items, responses [P][k]) to `Labels`
   (scores [P, k], higher is better):
   "reward_model": a scalar-head model (`LlamaForScore`, e.g. `experiments.reward_model`'s output)
@@ -33,7 +34,8 @@ from rlhf_jax.data.batching import pad_id_of, sequence_row
 from rlhf_jax.data.schema import Conversation, user_prompt
 from rlhf_jax.data.tokenize import encode_prompt, encode_response, join
 from rlhf_jax.rewards import (
-    CodeProblem, apps_iterative_pairs, code_rewards, extract_program, format_prompt, read_apps, with_tests)
+    CodeProblem, apps_iterative_pairs, code_rewards, extract_program, format_prompt, read_apps, read_code_contests,
+    with_tests)
 from rlhf_jax.training.loop import pad_rows
 from rlhf_jax.training.preference_steps import cached_jit
 from rlhf_jax.training.sources import PAIR_SOURCES, SFT_SOURCES, ModelSource, build_model, build_tokenizer
@@ -63,17 +65,20 @@ def _from_sft(reader):
     return read
 
 
-def _apps(path: str, style: str) -> list[PromptItem]:
-    problems, dropped = with_tests(read_apps(path))
-    print(f"{path}: {len(problems)} problems with tests ({dropped} without)")
-    return [PromptItem(user_prompt(format_prompt(p, style)), p.solutions[0] if p.solutions else None, p)
-            for p in problems]
+def _code(reader):
+    def read(path: str, style: str) -> list[PromptItem]:
+        problems, dropped = with_tests(reader(path))
+        print(f"{path}: {len(problems)} problems with tests ({dropped} without)")
+        return [PromptItem(user_prompt(format_prompt(p, style)), p.solutions[0] if p.solutions else None, p)
+                for p in problems]
+    return read
 
 
 PROMPT_SOURCES: dict[str, Callable[[str, str], list[PromptItem]]] = {
     **{name: _from_pairs(reader) for name, reader in PAIR_SOURCES.items()},
     **{name: _from_sft(reader) for name, reader in SFT_SOURCES.items()},
-    "apps": _apps,
+    "apps": _code(read_apps),
+    "code_contests": _code(read_code_contests),
 }
 
 
@@ -161,7 +166,7 @@ def _reward_model(cfg: LabelerConfig, ctx: LabelContext):
 def _unit_tests(cfg: LabelerConfig, ctx: LabelContext):
     def label(items: Sequence[PromptItem], responses: Sequence[Sequence[str]]) -> Labels:
         if any(item.problem is None for item in items):
-            raise ValueError("labeler.name='unit_tests' needs code problems (prompts.format='apps')")
+            raise ValueError("labeler.name='unit_tests' needs code problems (prompts.format='apps' or 'code_contests')")
         k = len(responses[0])
         problems = [item.problem for item in items for _ in range(k)]
         rewards, results = code_rewards(problems, [r for rs in responses for r in rs], timeout_s=cfg.timeout_s,

@@ -135,6 +135,7 @@ def _reward_model(arch: str) -> dict[str, Any]:
 SAFE, HH = "safe_rlhf", "hh"
 _SAFE_PAIRS, _HH_PAIRS = 27_000, 160_800  # approximate training pairs of PKU-SafeRLHF-30K and HH-RLHF
 _SAFE_PROMPTS, _HH_PROMPTS, _APPS_PROBLEMS = 27_000, 160_000, 5_000  # (upper bounds on distinct prompts)
+_CODE_CONTESTS_PROBLEMS = 13_328  # CodeContests train
 
 
 def _paper_presets() -> dict[str, Preset]:
@@ -188,6 +189,18 @@ def _paper_presets() -> dict[str, Preset]:
                                                                        "prompts.max_prompt_length": 512,
                                                                        "sampling.batch_size": 160}),
             layout, "DPO-Iter on APPS: 5 programs per problem labelled by the tests (Table 7; 4 rounds ours)")
+    # CodeContests (Table 8: CodeLlama-34B); descriptions are long, so prompts get 1024 tokens (ours)
+    p["codellama-34b-codecontests-ppo"] = Preset(
+        "experiments.ppo", _ppo("codellama-34b", "code_contests", "alpaca",
+                                {"reward.source": "code_contests_unit_tests", "reward.path": ""}, new_tokens=1024,
+                                epochs=16, prompts=_CODE_CONTESTS_PROBLEMS, prompt_len=1024),
+        "h100x32", "PPO on CodeContests, reward 10 if every test passes (Table 8; prompt length 1024 ours)")
+    p["codellama-34b-codecontests-iterative-dpo"] = Preset(
+        "experiments.iterative_dpo", dict(_iterative("codellama-34b", "code_contests", "alpaca", tests,
+                                                     new_tokens=1024, samples=5, rounds=4),
+                                          **{"prompts.max_length": 2048, "prompts.max_prompt_length": 1024,
+                                             "sampling.batch_size": 160}),
+        "h100x32", "DPO-Iter on CodeContests: programs labelled by the tests (Table 8; k=5, 4 rounds ours)")
     return p
 
 

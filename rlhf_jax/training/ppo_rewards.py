@@ -11,6 +11,8 @@
 - "apps_unit_tests": the paper's code reward, 10 if the program in the response passes every test
   of its APPS problem, else 0 (`rlhf_jax.rewards.code_rewards`); the prompt's meta names the
   problem (`problem_id`, as the "apps" prompt source writes it).
+- "code_contests_unit_tests": the same over CodeContests problems (every public, private and generated
+  test), with the "code_contests" prompt source.
 - "word_count": +1 per occurrence of `word` in the decoded response, a programmatic toy task.
 Programmatic sources run on the host over this process's rows (`host_reward`); register another
 with `REWARD_SOURCES[name] = builder`.
@@ -132,7 +134,7 @@ def _word_count_source(cfg: RewardConfig, ctx: RewardContext, key: str) -> Rewar
 
 def apps_rewards(texts: list[str], metas: Sequence[dict], *, problems: dict, cfg: RewardConfig,
                  key: str) -> list[float]:
-    """10 / 0 unit-test rewards of responses to APPS prompts (metas carry `problem_id`)."""
+    """10 / 0 unit-test rewards of responses to code prompts (APPS, CodeContests; metas carry `problem_id`)."""
     from rlhf_jax.rewards import code_rewards
 
     chosen = []
@@ -145,20 +147,24 @@ def apps_rewards(texts: list[str], metas: Sequence[dict], *, problems: dict, cfg
     return rewards
 
 
-def _apps_source(cfg: RewardConfig, ctx: RewardContext, key: str) -> RewardSource:
-    from rlhf_jax.rewards import read_apps, with_tests
+def _code_source(reader: str, source: str, what: str):
+    """A unit-test reward source over the problems of a file read by `rlhf_jax.rewards.<reader>`."""
+    def build(cfg: RewardConfig, ctx: RewardContext, key: str) -> RewardSource:
+        from rlhf_jax import rewards
 
-    if not os.path.exists(cfg.path):
-        raise FileNotFoundError(f"{key}.path={cfg.path!r} does not exist (APPS problems for "
-                                f"{key}.source='apps_unit_tests')")
-    problems, _ = with_tests(read_apps(cfg.path))
-    by_id = {str(p.problem_id): p for p in problems}
-    return host_reward(functools.partial(apps_rewards, problems=by_id, cfg=cfg, key=key), ctx)
+        if not os.path.exists(cfg.path):
+            raise FileNotFoundError(f"{key}.path={cfg.path!r} does not exist ({what} problems for "
+                                    f"{key}.source={source!r})")
+        problems, _ = rewards.with_tests(getattr(rewards, reader)(cfg.path))
+        by_id = {str(p.problem_id): p for p in problems}
+        return host_reward(functools.partial(apps_rewards, problems=by_id, cfg=cfg, key=key), ctx)
+    return build
 
 
 REWARD_SOURCES: dict[str, Callable[[RewardConfig, RewardContext, str], RewardSource]] = {
     "model": _model_source,
-    "apps_unit_tests": _apps_source,
+    "apps_unit_tests": _code_source("read_apps", "apps_unit_tests", "APPS"),
+    "code_contests_unit_tests": _code_source("read_code_contests", "code_contests_unit_tests", "CodeContests"),
     "word_count": _word_count_source,
 }
 

@@ -52,12 +52,15 @@ def _distinct(prompts) -> PromptList:
     return out
 
 
-def _apps_prompts(path: str, data: PromptData) -> PromptList:
-    from rlhf_jax.rewards import format_prompt, read_apps, with_tests
+def _code_prompts(reader: str) -> Callable[[str, PromptData], PromptList]:
+    """Prompts of the code problems with tests in a file read by `rlhf_jax.rewards.<reader>`."""
+    def read(path: str, data: PromptData) -> PromptList:
+        from rlhf_jax import rewards
 
-    problems, _ = with_tests(read_apps(path))
-    return [(user_prompt(format_prompt(p, data.code_prompt_style)), {"problem_id": str(p.problem_id)})
-            for p in problems]
+        problems, _ = rewards.with_tests(getattr(rewards, reader)(path))
+        return [(user_prompt(rewards.format_prompt(p, data.code_prompt_style)), {"problem_id": str(p.problem_id)})
+                for p in problems]
+    return read
 
 
 PROMPT_SOURCES: dict[str, Callable[[str, PromptData], PromptList]] = {
@@ -65,7 +68,8 @@ PROMPT_SOURCES: dict[str, Callable[[str, PromptData], PromptList]] = {
     "safe_rlhf": lambda path, data: [(p, {}) for p in unique_prompts(read_safe_rlhf(path))[0]],
     "hh_rlhf": lambda path, data: _distinct(p.prompt for p in read_hh_rlhf(path, "train")[0]),
     "preference_jsonl": lambda path, data: _distinct(p.prompt for p in read_preference_jsonl(path)),
-    "apps": _apps_prompts,  # meta {"problem_id"} for reward.source="apps_unit_tests"
+    "apps": _code_prompts("read_apps"),  # meta {"problem_id"} for reward.source="apps_unit_tests"
+    "code_contests": _code_prompts("read_code_contests"),  # ... for "code_contests_unit_tests"
 }
 
 

@@ -63,6 +63,10 @@ def test_presets_carry_the_papers_hyperparameters():
     assert code.generation.max_new_tokens == 1024 and code.reward.source == "apps_unit_tests"
     assert code.loop.steps == 157  # 16 epochs over 5,000 problems at 512 per iteration: ceil(156.25)
     assert code.actor.preset == "codellama-34b" and code.mesh.tensor == 8  # default layout h100x32
+    cc = load_config(ppo.get_config, ["--config=codellama-34b-codecontests-ppo"])
+    assert (cc.data.format, cc.reward.source, cc.data.max_prompt_length) == (
+        "code_contests", "code_contests_unit_tests", 1024)
+    assert cc.loop.steps == 417  # 16 epochs over 13,328 problems at 512 per iteration: ceil(416.5)
     d = load_config(dpo.get_config, ["--config=llama2-7b-saferlhf-dpo-no-dual"])
     assert (d.dpo.beta, d.optim.lr, d.data.format) == (0.1, 1e-6, "safe_rlhf_no_dual")
     it = load_config(iterative_dpo.get_config, ["--config=codellama-7b-apps-iterative-dpo@tpu-v4-32"])

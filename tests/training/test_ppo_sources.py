@@ -75,6 +75,26 @@ def test_apps_unit_test_reward_runs_the_programs(tokenizer):
         source(_inputs(tokenizer, mesh, texts, [{"problem_id": "3"}] * 8))
 
 
+def test_code_contests_prompts_and_unit_test_reward(tokenizer):
+    """CodeContests problems feed PPO (prompts + 10/0 reward over every test) and iterative DPO."""
+    from rlhf_jax.training.iterative_labels import PROMPT_SOURCES as ITERATIVE_PROMPTS
+
+    mesh = make_mesh()
+    path = os.path.join(os.path.dirname(APPS), "..", "code_contests", "test.jsonl")
+    records, metas = read_prompts(PromptData(format="code_contests", path=path))
+    assert [m["problem_id"] for m in metas] == ["2A. Echo"] and "QUESTION:" in records[0]["prompt_texts"][0]
+    source = build_reward_source(RewardConfig(source="code_contests_unit_tests", path=path, timeout_s=4.0),
+                                 RewardContext(mesh, tokenizer), key="reward")
+    texts = ["print(input())", "print(0)"] * 4
+    np.testing.assert_array_equal(np.asarray(source(_inputs(tokenizer, mesh, texts, metas * 8))), [10, 0] * 4)
+    items = ITERATIVE_PROMPTS["code_contests"](path, "apps")
+    assert len(items) == 1 and items[0].problem.problem_id == "2A. Echo" and items[0].reference == "print(input())\n"
+    with pytest.raises(FileNotFoundError, match=r"reward.path='nowhere' does not exist \(CodeContests problems"):
+        build_reward_source(RewardConfig(source="code_contests_unit_tests", path="nowhere"),
+                            RewardContext(mesh, tokenizer), key="reward")
+
+
 def test_unknown_reward_source_is_named(tokenizer):
-    with pytest.raises(ValueError, match=r"cost.source='rm'; choose from \['apps_unit_tests', 'model', 'word_count'\]"):
+    with pytest.raises(ValueError, match=r"cost.source='rm'; choose from \['apps_unit_tests', 'code_contests_unit_tests', "
+                                         r"'model', 'word_count'\]"):
         build_reward_source(RewardConfig(source="rm"), RewardContext(make_mesh(), tokenizer), key="cost")
