@@ -142,8 +142,8 @@ class PPORunner:
         """Rollout, scoring, advantages and the PPO epochs for one batch of prompts."""
         cfg, p = self.cfg, self.cfg.ppo
         rng, key = jax.random.split(state.rng)
-        out = settle(self.sampler.generate(state.actor.params, PromptBatch(prompts["prompt_ids"],
-                                                                           prompts["prompt_mask"]),
+        self.sampler.update_params(state.actor.params)  # one sampling copy of the actor, replaced
+        out = settle(self.sampler.generate(None, PromptBatch(prompts["prompt_ids"], prompts["prompt_mask"]),
                                            self.rollout_cfg, key=key))
         seq = rollout_sequences(out)
         ids, mask = seq["input_ids"], seq["attention_mask"]
@@ -183,8 +183,9 @@ class PPORunner:
         """Mean reward of greedy answers to the held-out prompt batches (see ValidationConfig)."""
         greedy = dataclasses.replace(self.rollout_cfg, greedy=True)
         total, count = 0.0, 0
+        self.sampler.update_params(state.actor.params)
         for prompts in batches:
-            out = settle(self.sampler.generate(state.actor.params, PromptBatch(
+            out = settle(self.sampler.generate(None, PromptBatch(
                 prompts["prompt_ids"], prompts["prompt_mask"]), greedy))
             seq = rollout_sequences(out)
             scores = np.asarray(jax.device_get(self.reward(RewardInputs(

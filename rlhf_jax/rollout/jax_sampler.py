@@ -105,6 +105,9 @@ class JaxSampler(Rollout):
 
     # ------------------------------------------------------------------ params
     def _place(self, params):
+        return jax.device_put(self._checked(params), self._shardings)
+
+    def _checked(self, params):
         if isinstance(params, nnx.Module):
             params = nnx.state(params)
         if jax.tree.structure(params) != jax.tree.structure(self._abstract):
@@ -114,11 +117,17 @@ class JaxSampler(Rollout):
             if a.shape != b.shape or a.dtype != b.dtype:
                 raise ValueError(f"params{jax.tree_util.keystr(path)}: {a.shape} {a.dtype}, "
                                  f"expected {b.shape} {b.dtype}")
-        return jax.device_put(params, self._shardings)
+        return params
 
     def update_params(self, params) -> None:
-        """Makes `params` (an nnx.State of the same model, or the model) the current params."""
-        self._params = self._place(params)
+        """Makes `params` (an nnx.State of the same model, or the model) the current params.
+
+        The previous copy is released before the new one is placed, so the sampler never holds two;
+        a trainer that calls this before each `generate(None, ...)` keeps exactly one sampling-layout
+        copy of its policy (`generate(params, ...)` places a transient copy on every call instead)."""
+        params = self._checked(params)
+        self._params = None
+        self._params = jax.device_put(params, self._shardings)
 
     @property
     def params(self):

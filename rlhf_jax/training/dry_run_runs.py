@@ -105,12 +105,11 @@ def _sampler(report: dr.Report, cfg, model_cfg, mesh, *, batch: int):
     report.add_model("sampler copy of the policy", params)
     mem = dr.compile_generate(graphdef, params, mesh, batch=batch, prompt_len=cfg.prompt_len,
                               new_tokens=cfg.new_tokens, top_k=cfg.top_k)
-    # generate() re-places the params it is given in the sampling layout: a second transient copy
-    report.programs[f"generate ({batch} rows, {cfg.prompt_len}+{cfg.new_tokens} tokens)"] = dict(
-        mem, temporaries=mem["temporaries"] + dr.per_device_bytes(params))
+    # PPO and iterative DPO replace the sampler's copy (update_params) and generate from it: no
+    # second, transient copy of the policy in the sampling layout
+    report.programs[f"generate ({batch} rows, {cfg.prompt_len}+{cfg.new_tokens} tokens)"] = mem
     kv = dr.kv_cache_bytes(model_cfg, batch=batch, length=cfg.prompt_len + cfg.new_tokens, mesh=mesh)
-    report.notes.append(f"generate: KV cache {kv / dr.GiB:.3f} GiB per device (in its temporaries, with a "
-                        "transient copy of the policy in the sampling layout)")
+    report.notes.append(f"generate: KV cache {kv / dr.GiB:.3f} GiB per device (in its temporaries)")
     return kv
 
 

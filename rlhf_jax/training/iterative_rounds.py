@@ -69,10 +69,11 @@ def sample_responses(sampler, params, items: Sequence[PromptItem], tokenizer, te
     rollout = RolloutConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                             top_p=cfg.top_p, eos_token_id=tokenizer.eos_token_id, pad_token_id=pad_id)
     texts, lengths, cut = [], [], 0
+    sampler.update_params(params)  # the sampler's one copy of the policy, in its layout
     for chunk_index, start in enumerate(range(0, len(rows), cfg.batch_size)):
         chunk = rows[start:start + cfg.batch_size]
         filled = chunk + [chunk[-1]] * (cfg.batch_size - len(chunk))  # one shape for every call
-        out = sampler.generate(params, PromptBatch.from_lists(filled, pad_id), rollout,
+        out = sampler.generate(None, PromptBatch.from_lists(filled, pad_id), rollout,
                                key=jax.random.fold_in(key, chunk_index))
         ids, n, finish = jax.device_get((out.response_ids_BxN, out.lengths_B, out.finish_reason_B))
         for row in range(len(chunk)):

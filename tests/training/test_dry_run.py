@@ -74,11 +74,12 @@ def test_ppo_dry_run_builds_every_model_and_compiles_every_program():
     assert total / 4 <= actor["params"] < total / 4 + 4096
     # the sampler's layout drops fsdp: with tensor=1 every device holds the whole actor
     assert models["sampler copy of the policy"]["params"] == total
-    # the generate program holds the KV cache of its 16 / (2*4) rows and the transient param copy
+    # the generate program holds the KV cache of its 16 / (2*4) rows (the params it reads are the
+    # sampler's resident copy, not a transient one)
     cfg = preset("tiny", dtype="float32")
     kv = 2 * cfg.num_layers * (B // 8) * (P + N) * cfg.num_kv_heads * cfg.resolved_head_dim * 4
     gen = programs[f"generate ({B} rows, {P}+{N} tokens)"]
-    assert gen["temporaries"] >= kv + total
+    assert kv <= gen["temporaries"] < kv + total
     assert programs["actor step"]["aliased"] > 0  # the donated train state is reused
     _resident_equals_parts(out)
 
