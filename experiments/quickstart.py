@@ -140,11 +140,8 @@ def main(cfg: QuickstartConfig) -> dict:
         checks["synthetic"] = claims_lib.synthetic(theory)
     lines += code_section(code, cfg.workdir, ablation=False)
     checks.update(claims_lib.code_claims([code], ablation=False))
-    lines += ["## Claims", ""]
-    verdicts = {}
-    for key, (per_seed, detail) in checks.items():
-        verdicts[key], line = report.claim_line(key, per_seed, detail)
-        lines.append(line)
+    verdicts, claim_lines = report.claims_section(checks)
+    lines += claim_lines
     seconds = time.time() - t0
     lines += ["", f"Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in st.seconds.items())
               + f"; total {seconds:.0f} s.", "",

@@ -106,48 +106,57 @@ def claim_line(key: str, per_seed: Sequence[bool | None], detail: str) -> tuple[
     return ok, f"- **{verdict}**{seeds}: {paper.CLAIMS[key]} Ours: {detail}"
 
 
-def save_bar_plot(path: str, title: str, groups: dict[str, dict[str, float]], ylabel: str) -> str:
-    """Grouped bars: groups[method][column] -> value."""
+def claims_section(checks: dict[str, tuple[Sequence[bool | None], str]]) -> tuple[dict, list[str]]:
+    """({claim: reproduced or None}, the "## Claims" Markdown lines) of `claims` checks."""
+    verdicts, lines = {}, ["## Claims", ""]
+    for key, (per_seed, detail) in checks.items():
+        verdicts[key], line = claim_line(key, per_seed, detail)
+        lines.append(line)
+    return verdicts, lines
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _finish(plt, fig, ax, path: str, title: str, ylabel: str) -> str:
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def save_bar_plot(path: str, title: str, groups: dict[str, dict[str, float]], ylabel: str) -> str:
+    """Grouped bars: groups[method][column] -> value."""
+    plt = _pyplot()
     methods = list(groups)
     columns = list(next(iter(groups.values())))
     width = 0.8 / max(len(methods), 1)
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(columns), 3.2))
     for i, m in enumerate(methods):
         ax.bar(np.arange(len(columns)) + i * width, [groups[m][c] for c in columns], width, label=m)
-    ax.set_xticks(np.arange(len(columns)) + width * (len(methods) - 1) / 2, columns)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    ax.set_xticks(np.arange(len(columns)) + width * (len(methods) - 1) / 2, columns,
+                  rotation=25 if len(columns) > 5 else 0, ha="right" if len(columns) > 5 else "center")
+    return _finish(plt, fig, ax, path, title, ylabel)
 
 
 def save_curves(path: str, title: str, curves: dict[str, list[tuple[int, float]]], ylabel: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for name, points in curves.items():
         if points:
             x, y = zip(*points)
             ax.plot(x, y, marker=".", label=name)
     ax.set_xlabel("iteration")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path, title, ylabel)
 
 
 def relpath(path: str, start: str) -> str:

@@ -73,7 +73,20 @@ class Stages:
 
     def __init__(self, root: str, *, log: Callable[[str], None] = print):
         self.root, self.log = root, log
-        self.seconds: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}  # stages run by this object
+        self.all_seconds: dict[str, float] = {}  # those and the stages done before (their stored times)
+
+    def _timed(self, name: str, start: float) -> None:
+        self.seconds[name] = self.all_seconds[name] = time.time() - start
+        os.makedirs(self.dir(name), exist_ok=True)
+        with open(os.path.join(self.dir(name), "seconds.json"), "w") as f:
+            json.dump(self.seconds[name], f)
+
+    def _cached(self, name: str) -> None:
+        path = os.path.join(self.dir(name), "seconds.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                self.all_seconds[name] = float(json.load(f))
 
     def dir(self, name: str) -> str:
         return os.path.join(self.root, name)
@@ -84,11 +97,12 @@ class Stages:
         out = os.path.join(workdir, "hf_model")
         if os.path.exists(os.path.join(out, "config.json")):
             self.log(f"[{name}] done before: {out}")
+            self._cached(name)
             return out
         self.log(f"[{name}] ...")
         start = time.time()
         result = fn(workdir)
-        self.seconds[name] = time.time() - start
+        self._timed(name, start)
         if isinstance(result, dict) and result.get("eval"):  # the stage's final held-out evaluation
             with open(os.path.join(workdir, "final_eval.json"), "w") as f:
                 json.dump({k: float(v) for k, v in result["eval"].items()}, f, indent=1, sort_keys=True)
@@ -107,12 +121,12 @@ class Stages:
         """Runs fn() unless workdir/done.json exists; returns (and stores) its JSON-able result."""
         path = os.path.join(self.dir(name), "done.json")
         if os.path.exists(path):
+            self._cached(name)
             with open(path) as f:
                 return json.load(f)
         start = time.time()
         result = fn()
-        self.seconds[name] = time.time() - start
-        os.makedirs(self.dir(name), exist_ok=True)
+        self._timed(name, start)
         with open(path + ".tmp", "w") as f:
             json.dump(result, f, indent=1, sort_keys=True)
         os.replace(path + ".tmp", path)

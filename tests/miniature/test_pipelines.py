@@ -66,8 +66,9 @@ def test_miniature_pulse_runs_every_table(tmp_path):
     assert set(out["claims"]) == {"shift", "sft_safe", "filters", "rounds", "ppo_safety", "table4", "tricks",
                                   "ppo_code", "dpo_iter_code"}
     text = readme.read_text()
-    assert "OLD-RESULTS" not in text and "## Tail" in text and "| DPO-Iter round 2 |" in text and "## Claims" in text
-    assert "(docs/results/table2.png)" in text and (tmp_path / "docs" / "results" / "table2.png").exists()
+    assert "OLD-RESULTS" not in text and "## Tail" in text and "| DPO-Iter round 2 |" in text and "\n### Claims\n" in text
+    for key in ("safety_rate", "help", "reward"):
+        assert f"(docs/results/table2_{key}.png)" in text and (tmp_path / "docs" / "results" / f"table2_{key}.png").exists()
     with pytest.raises(ValueError, match="parts"):
         miniature.main(dataclasses.replace(cfg, parts=("tables",)))
 
@@ -116,3 +117,7 @@ def test_stages_skip_what_is_done(tmp_path):
         calls.append(2)
     assert st.model_stage("m", make) == st.model_stage("m", make) == str(tmp_path / "m" / "hf_model")
     assert calls == [1, 2] and set(st.seconds) == {"v", "m"}
+    again = stages.Stages(str(tmp_path), log=lambda _: None)  # a rerun reuses both, with their stored times
+    again.value_stage("v", lambda: calls.append(3))
+    again.model_stage("m", make)
+    assert calls == [1, 2] and again.seconds == {} and again.all_seconds == pytest.approx(st.seconds, abs=1e-9)
