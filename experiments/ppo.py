@@ -77,6 +77,11 @@ def _critic(cfg: PPOConfig, ctx: RewardContext, scorer, *, cost: bool):
     return split_model(model)
 
 
+def _copy_as(x: jax.Array, *, dtype: str) -> jax.Array:
+    """A copy of `x` in `dtype` (in new buffers even when the dtype is already `dtype`)."""
+    return jnp.copy(x) if x.dtype == jnp.dtype(dtype) else x.astype(dtype)
+
+
 def _prefixed(prefix: str, metrics: dict) -> dict:
     return {prefix + ("tokens" if k == "count" else k): v for k, v in metrics.items()}
 
@@ -107,7 +112,8 @@ class PPORunner:
         self.initial_state = PPOState(
             actor=init_train_state(actor_params, self.actor_tx),
             critic=init_train_state(critic_params, critic_tx),
-            ref_params=jax.tree.map(jnp.copy, actor_params), value_norm=on_mesh(vn.init()),
+            ref_params=jax.tree.map(functools.partial(_copy_as, dtype=cfg.ppo.reference_dtype), actor_params),
+            value_norm=on_mesh(vn.init()),
             rng=on_mesh(jax.random.key(cfg.seed)))
         p = cfg.ppo
         chunks = dict(prompt_length=P, num_chunks=p.mini_batches * p.micro_batches)

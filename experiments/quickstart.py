@@ -50,6 +50,7 @@ class QuickstartConfig:
     code: CodeScale = QUICK_CODE
     bundle: BundleSize = BundleSize()
     theory: bool = True
+    bundle_dir: str = ""  # "": workdir/bundle (generated there on the first run)
     seed: int = 0
     progress: bool = True
     workdir: str = "runs/quickstart"
@@ -61,12 +62,13 @@ def get_config(preset_name: str | None = None) -> QuickstartConfig:
     return QuickstartConfig()
 
 
-def make_bundle(workdir: str, size: BundleSize, seed: int) -> dict:
-    """The bundled tasks and tokenizer under workdir/bundle (generated once; same seed, same files)."""
+def make_bundle(workdir: str, size: BundleSize, seed: int, root: str = "") -> dict:
+    """The bundled tasks and tokenizer under `root` (default workdir/bundle), generated once (same
+    seed, same files)."""
     from rlhf_jax.miniature import code_task, safety_task
     from rlhf_jax.miniature.tokenizer import build_bundle
 
-    root = os.path.join(workdir, "bundle")
+    root = root or os.path.join(workdir, "bundle")
     if not os.path.exists(os.path.join(root, "tokenizer", "tokenizer.json")):
         return build_bundle(root, seed, safety_train=size.safety_train, safety_test=size.safety_test,
                             code_train=size.code_train, code_test=size.code_test)
@@ -130,7 +132,7 @@ def main(cfg: QuickstartConfig) -> dict:
     os.makedirs(cfg.workdir, exist_ok=True)
     st = stages.Stages(cfg.workdir)
     theory = run_theory(cfg.workdir) if cfg.theory else None
-    bundle = make_bundle(cfg.workdir, cfg.bundle, cfg.seed)
+    bundle = make_bundle(cfg.workdir, cfg.bundle, cfg.seed, cfg.bundle_dir)
     code = run_code(st, bundle, cfg.code, seed=cfg.seed, progress=cfg.progress)
     lines = [f"# Quickstart: the paper in miniature (seed {cfg.seed})", ""]
     checks = {}

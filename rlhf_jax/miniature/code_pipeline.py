@@ -69,40 +69,41 @@ def run_code(st: stages.Stages, bundle: dict, scale: CodeScale, *, seed: int, ab
     train = bundle["code"]["paths"]["train"]
     P, N = scale.max_prompt_length, scale.max_new_tokens
     init = stages.init_model(st.dir("code_init"), tok, scale.model, seed=seed)
-    models = {"SFT": st.model_stage("code_sft", lambda w: stages.sft(
-        w, init=init, tokenizer=tok, data_format="apps", data_path=train, steps=scale.sft_steps,
+    models = {"SFT": st.model_stage("code_sft", stages.sft,
+        init=init, tokenizer=tok, data_format="apps", data_path=train, steps=scale.sft_steps,
         batch_size=scale.sft_batch, lr=scale.sft_lr, max_length=P + N, max_prompt_length=P, seed=seed,
-        progress=progress))}
+        progress=progress)}
     sft = models["SFT"]
     rows = ABLATION if ablation else ABLATION[-1:]
     curves = {}
     for name, adv, large, ema in rows:
         label = "PPO" if name == "+ ref. EMA" else name
         workdir = "code_ppo" if label == "PPO" else "code_ppo_" + "".join(c for c in name if c.isalnum()).lower()
-        models[label] = st.model_stage(workdir, lambda w, adv=adv, large=large, ema=ema: stages.ppo(
-            w, init=sft, tokenizer=tok, prompt_format="apps", prompt_path=train,
+        models[label] = st.model_stage(workdir, stages.ppo,
+            init=sft, tokenizer=tok, prompt_format="apps", prompt_path=train,
             reward={"source": "apps_unit_tests", "path": train}, iterations=scale.ppo_iterations,
             small_batch=scale.ppo_small_batch, large_batch=scale.ppo_large_batch,
             mini_batches=scale.ppo_mini_batches, advantage_norm=adv, large=large, ema=ema,
             ema_eta=scale.ppo_ema_eta, kl_coef=scale.ppo_kl, lr=scale.ppo_lr, critic_lr=scale.ppo_critic_lr,
-            max_new_tokens=N, max_prompt_length=P, seed=seed, epochs=scale.ppo_epochs, progress=progress))
+            max_new_tokens=N, max_prompt_length=P, seed=seed, epochs=scale.ppo_epochs, progress=progress)
         curves[label] = [(r["step"], r["train/reward"]) for r in read_metrics(st.dir(workdir))
                          if "train/reward" in r]
-    models["DPO-Iter"] = st.model_stage("code_dpo_iter", lambda w: stages.iterative_dpo(
-        w, init=sft, tokenizer=tok, prompt_format="apps", prompt_path=train, labeler={"name": "unit_tests"},
+    models["DPO-Iter"] = st.model_stage("code_dpo_iter", stages.iterative_dpo,
+        init=sft, tokenizer=tok, prompt_format="apps", prompt_path=train, labeler={"name": "unit_tests"},
         pair_rule="apps_tests", rounds=scale.dpo_rounds, steps_per_round=scale.dpo_steps_per_round,
         prompts_per_round=scale.dpo_prompts_per_round, samples_per_prompt=scale.dpo_samples,
         max_new_tokens=N, batch_size=scale.dpo_batch, lr=scale.dpo_lr, beta=scale.dpo_beta,
-        max_length=P + N, max_prompt_length=P, seed=seed, progress=progress))
+        max_length=P + N, max_prompt_length=P, seed=seed, progress=progress)
     rounds = [r for r in read_metrics(st.dir("code_dpo_iter")) if "round/mean_score" in r]
     problems = load_apps(code_dir, "test")
     if scale.eval_problems:
         problems = problems[:scale.eval_problems]
     results = {}
     for label, path in models.items():
+        settings = dict(samples=scale.eval_samples, ks=scale.eval_ks, max_new_tokens=N, max_prompt_length=P,
+                        batch_size=32, seed=seed)
         results[label] = st.value_stage(f"eval_code_{label}", lambda path=path: evaluate_code(
-            path, problems, samples=scale.eval_samples, ks=scale.eval_ks, max_new_tokens=N, max_prompt_length=P,
-            batch_size=32, seed=seed))
+            path, problems, **settings), key={"model": path, "problems": [p.problem_id for p in problems], **settings})
         st.log(f"[eval {label}] greedy pass@1 {results[label]['greedy']}")
     return {"models": models, "eval": results, "ppo_curves": curves,
             "dpo_rounds": [{"round": int(r["round/round"]), "sample_pass_rate": r["round/mean_score"] / PASS_REWARD}

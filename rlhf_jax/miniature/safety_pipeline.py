@@ -72,50 +72,51 @@ def run_safety(st: stages.Stages, bundle: dict, scale: SafetyScale, *, seed: int
     P, N = scale.max_prompt_length, scale.max_new_tokens
     common = dict(tokenizer=tok, max_prompt_length=P, seed=seed, progress=progress)
     init = stages.init_model(st.dir("safety_init"), tok, scale.model, seed=seed)
-    models = {"SFT(Alpaca)": st.model_stage("safety_sft", lambda w: stages.sft(
-        w, init=init, data_format="alpaca", data_path=paths["sft"], steps=scale.sft_steps,
-        batch_size=scale.sft_batch, lr=scale.sft_lr, max_length=P + N, **common))}
+    models = {"SFT(Alpaca)": st.model_stage("safety_sft", stages.sft,
+        init=init, data_format="alpaca", data_path=paths["sft"], steps=scale.sft_steps,
+        batch_size=scale.sft_batch, lr=scale.sft_lr, max_length=P + N, **common)}
     sft = models["SFT(Alpaca)"]
-    models["SFT(Safe)"] = st.model_stage("safety_sft_safe", lambda w: stages.sft(
-        w, init=sft, data_format="safe_rlhf_safe", data_path=paths["train"], steps=scale.sft_safe_steps,
-        batch_size=scale.sft_batch, lr=scale.sft_lr / 3, max_length=P + N, **common))
-    rm = st.model_stage("safety_reward_model", lambda w: stages.reward_model(
-        w, init=sft, data_format="safe_rlhf", data_path=paths["train"], eval_path=paths["test"], kind="reward",
-        steps=scale.rm_steps, batch_size=scale.rm_batch, lr=scale.rm_lr, max_length=P + N, **common))
+    models["SFT(Safe)"] = st.model_stage("safety_sft_safe", stages.sft,
+        init=sft, data_format="safe_rlhf_safe", data_path=paths["train"], steps=scale.sft_safe_steps,
+        batch_size=scale.sft_batch, lr=scale.sft_lr / 3, max_length=P + N, **common)
+    rm = st.model_stage("safety_reward_model", stages.reward_model,
+        init=sft, data_format="safe_rlhf", data_path=paths["train"], eval_path=paths["test"], kind="reward",
+        steps=scale.rm_steps, batch_size=scale.rm_batch, lr=scale.rm_lr, max_length=P + N, **common)
     for name, start, data in DPO_ROWS:
         workdir = "safety_" + "".join(c for c in name if c.isalnum()).lower()
-        models[name] = st.model_stage(workdir, lambda w, start=start, data=data: stages.dpo(
-            w, init=models[start], data_format=data, data_path=paths["train"], steps=scale.dpo_steps,
-            batch_size=scale.dpo_batch, lr=scale.dpo_lr, beta=scale.dpo_beta, max_length=P + N, **common))
-    last = st.model_stage("safety_dpo_iter", lambda w: stages.iterative_dpo(
-        w, init=sft, prompt_format="safe_rlhf", prompt_path=paths["train"],
+        models[name] = st.model_stage(workdir, stages.dpo,
+            init=models[start], data_format=data, data_path=paths["train"], steps=scale.dpo_steps,
+            batch_size=scale.dpo_batch, lr=scale.dpo_lr, beta=scale.dpo_beta, max_length=P + N, **common)
+    last = st.model_stage("safety_dpo_iter", stages.iterative_dpo,
+        init=sft, prompt_format="safe_rlhf", prompt_path=paths["train"],
         labeler={"name": "reward_model", "model": stages.model(rm), "batch_size": 32,
                  "max_length": P + N, "max_prompt_length": P},
         pair_rule="best_vs_worst", rounds=scale.iter_rounds, steps_per_round=scale.iter_steps_per_round,
         prompts_per_round=scale.iter_prompts_per_round, samples_per_prompt=scale.iter_samples,
         max_new_tokens=N, batch_size=scale.dpo_batch, lr=scale.dpo_lr, beta=scale.dpo_beta, max_length=P + N,
-        **common))
+        **common)
     for r in range(1, scale.iter_rounds + 1):
         models[f"DPO-Iter round {r}"] = last.replace("hf_model", f"rounds/{r}/hf_model") if r < scale.iter_rounds \
             else last
-    models["PPO"] = st.model_stage("safety_ppo", lambda w: stages.ppo(
-        w, init=sft, prompt_format="safe_rlhf", prompt_path=paths["train"],
+    models["PPO"] = st.model_stage("safety_ppo", stages.ppo,
+        init=sft, prompt_format="safe_rlhf", prompt_path=paths["train"],
         reward={"source": "model", "model": stages.model(rm)}, iterations=scale.ppo_iterations,
         small_batch=scale.ppo_batch, large_batch=scale.ppo_batch, mini_batches=scale.ppo_mini_batches,
         advantage_norm=True, large=True, ema=True, ema_eta=scale.ppo_ema_eta, kl_coef=scale.ppo_kl,
-        lr=scale.ppo_lr, critic_lr=scale.ppo_critic_lr, max_new_tokens=N, **common))
+        lr=scale.ppo_lr, critic_lr=scale.ppo_critic_lr, max_new_tokens=N, **common)
     if scale.ranking:
         for algorithm in ("rrhf", "pro"):
-            models[algorithm.upper()] = st.model_stage(f"safety_{algorithm}", lambda w, a=algorithm: stages.ranking(
-                w, algorithm=a, init=sft, data_format="safe_rlhf", data_path=paths["train"],
+            models[algorithm.upper()] = st.model_stage(f"safety_{algorithm}", stages.ranking,
+                algorithm=algorithm, init=sft, data_format="safe_rlhf", data_path=paths["train"],
                 steps=scale.ranking_steps, batch_size=scale.dpo_batch, lr=scale.ranking_lr, max_length=P + N,
-                **common))
+                **common)
     prompts = sorted({row.prompt for row in read_safe_rlhf(paths["test"])})
     results = {}
     for label, path in models.items():
         key = "".join(c for c in label if c.isalnum()).lower()
         results[label] = st.value_stage(f"eval_safety_{key}", lambda path=path: evaluate_safety(
-            path, prompts, max_new_tokens=N, max_prompt_length=P, batch_size=32))
+            path, prompts, max_new_tokens=N, max_prompt_length=P, batch_size=32),
+            key={"model": path, "prompts": prompts, "max_new_tokens": N, "max_prompt_length": P})
         m = results[label]
         st.log(f"[eval {label}] help {m['help']:.2f} harm {m['harm']:.2f} safety {m['safety_rate']:.1%} "
                f"reward {m['reward']:.2f}")

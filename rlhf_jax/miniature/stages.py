@@ -25,6 +25,12 @@ from rlhf_jax.training.state import OptimConfig
 
 MESH = MeshConfig(data=-1, fsdp=1, tensor=1)  # data parallel over every device (one on a laptop)
 TEMPLATE = "safe_rlhf"  # one prompt template for every stage of both tasks
+KEY_FILE = "stage_settings.json"
+
+
+def _key(settings: dict) -> dict:
+    """`settings` as plain JSON (dataclasses and other objects by their repr)."""
+    return json.loads(json.dumps(settings, sort_keys=True, default=repr))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,17 +97,41 @@ class Stages:
     def dir(self, name: str) -> str:
         return os.path.join(self.root, name)
 
-    def model_stage(self, name: str, fn: Callable[[str], Any]) -> str:
-        """Runs fn(workdir) unless workdir/hf_model exists; returns workdir/hf_model."""
+    def _check_key(self, name: str, key: dict) -> None:
+        """A stage done before with other settings is an error naming them, never silently reused."""
+        path = os.path.join(self.dir(name), KEY_FILE)
+        if not os.path.exists(path):
+            return
+        with open(path) as f:
+            stored = json.load(f)
+        if stored != key:
+            diff = sorted(k for k in set(stored) | set(key) if stored.get(k) != key.get(k))
+            raise ValueError(f"{self.dir(name)}: stage {name!r} was run with other settings ("
+                             + ", ".join(f"{k}: {stored.get(k)!r} then, {key.get(k)!r} now" for k in diff)
+                             + "); use another workdir or delete that folder to run it again")
+
+    def _write_key(self, name: str, key: dict) -> None:
+        os.makedirs(self.dir(name), exist_ok=True)
+        with open(os.path.join(self.dir(name), KEY_FILE), "w") as f:
+            json.dump(key, f, indent=1, sort_keys=True)
+
+    def model_stage(self, name: str, fn: Callable[..., Any], /, **kwargs) -> str:
+        """Runs fn(workdir, **kwargs) unless workdir/hf_model exists; returns workdir/hf_model.
+
+        The settings (kwargs but `progress`) are stored with the stage; a rerun with other settings is
+        a ValueError naming them."""
         workdir = self.dir(name)
         out = os.path.join(workdir, "hf_model")
+        key = _key({k: v for k, v in kwargs.items() if k != "progress"})
+        self._check_key(name, key)
         if os.path.exists(os.path.join(out, "config.json")):
             self.log(f"[{name}] done before: {out}")
             self._cached(name)
             return out
         self.log(f"[{name}] ...")
         start = time.time()
-        result = fn(workdir)
+        result = fn(workdir, **kwargs)
+        self._write_key(name, key)
         self._timed(name, start)
         if isinstance(result, dict) and result.get("eval"):  # the stage's final held-out evaluation
             with open(os.path.join(workdir, "final_eval.json"), "w") as f:
@@ -117,15 +147,19 @@ class Stages:
         with open(path) as f:
             return json.load(f)
 
-    def value_stage(self, name: str, fn: Callable[[], dict]) -> dict:
-        """Runs fn() unless workdir/done.json exists; returns (and stores) its JSON-able result."""
+    def value_stage(self, name: str, fn: Callable[[], dict], *, key: dict | None = None) -> dict:
+        """Runs fn() unless workdir/done.json exists; returns (and stores) its JSON-able result.
+        `key`: the settings fn depends on, checked like `model_stage`'s."""
         path = os.path.join(self.dir(name), "done.json")
+        key = _key(key or {})
+        self._check_key(name, key)
         if os.path.exists(path):
             self._cached(name)
             with open(path) as f:
                 return json.load(f)
         start = time.time()
         result = fn()
+        self._write_key(name, key)
         self._timed(name, start)
         with open(path + ".tmp", "w") as f:
             json.dump(result, f, indent=1, sort_keys=True)

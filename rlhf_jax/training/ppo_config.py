@@ -80,6 +80,7 @@ class PPOSettings:
     advantage_norm: bool = True  # trick 1: whiten advantages over the global batch
     large_batch: bool = True  # trick 2: large_batch_size instead of small_batch_size rollouts
     ema_reference: bool = True  # trick 3: the reference is an EMA of the actor
+    reference_dtype: str = "float32"  # "bfloat16": a frozen reference kept in bf16, half the memory *(ours)*
     large_batch_size: int = 512
     small_batch_size: int = 64
     mini_batches: int = 4  # optimizer steps per PPO epoch (each actor and critic)
@@ -176,6 +177,11 @@ def _check_ppo(p: PPOSettings) -> None:
         value = getattr(p, name)
         _require(isinstance(value, int) and value >= 1, f"ppo.{name}={value!r} must be an int >= 1")
     _require(0.0 < p.ema_eta <= 1.0, f"ppo.ema_eta={p.ema_eta} must be in (0, 1]")
+    _require(p.reference_dtype in ("float32", "bfloat16"),
+             f"ppo.reference_dtype={p.reference_dtype!r}; choose 'float32' or 'bfloat16'")
+    _require(p.reference_dtype == "float32" or not p.ema_reference,
+             f"ppo.reference_dtype={p.reference_dtype!r} needs ppo.ema_reference=false: the EMA's small steps "
+             f"(ppo.ema_eta={p.ema_eta}) would round away in bfloat16")
     _require(p.kl_coef >= 0.0, f"ppo.kl_coef={p.kl_coef} must be >= 0")
     _require(p.reward_clip is None or p.reward_clip > 0, f"ppo.reward_clip={p.reward_clip} must be > 0 or None")
     _require(0.0 <= p.gamma <= 1.0, f"ppo.gamma={p.gamma} must be in [0, 1]")

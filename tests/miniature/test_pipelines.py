@@ -18,42 +18,27 @@ TINY_BUNDLE = quickstart.BundleSize(safety_train=40, safety_test=12, code_train=
 # batches are multiples of 8: the stages run data-parallel over tests/conftest.py's 8 CPU devices
 TINY_CODE = CodeScale(model=TINY_MODEL, sft_steps=2, sft_batch=8, ppo_iterations=1, ppo_small_batch=16,
                       ppo_large_batch=16, ppo_mini_batches=2, ppo_epochs=1, dpo_rounds=1, dpo_prompts_per_round=4,
-                      dpo_samples=2, dpo_steps_per_round=1, dpo_batch=8, eval_problems=6, max_new_tokens=8)
+                      dpo_samples=2, dpo_steps_per_round=1, dpo_batch=8, eval_problems=6, eval_samples=2,
+                      eval_ks=(1, 2), max_new_tokens=8)
 TINY_SAFETY = SafetyScale(model=TINY_MODEL, sft_steps=2, sft_safe_steps=1, sft_batch=8, rm_steps=1, rm_batch=8,
                           dpo_steps=1, dpo_batch=8, iter_rounds=2, iter_prompts_per_round=4, iter_samples=2,
                           iter_steps_per_round=1, ppo_iterations=1, ppo_batch=16, ranking_steps=1, max_new_tokens=8)
 
 
-def test_quickstart_pulse_writes_the_report_and_resumes(tmp_path):
-    cfg = dataclasses.replace(quickstart.get_config(), code=TINY_CODE, bundle=TINY_BUNDLE, theory=False,
-                              progress=False, workdir=str(tmp_path / "qs"))
-    out = quickstart.main(cfg)
-    ev = out["code"]["eval"]
-    assert set(ev) == {"SFT", "PPO", "DPO-Iter"}
-    for row in ev.values():
-        assert set(row["greedy"]) == {*(d for d in report.DIFFS if d in row["problems"]), "all"}
-        assert all(0.0 <= v <= 1.0 for v in row["greedy"].values())
-        assert row["problems"]["all"] == 6
-    assert set(out["claims"]) == {"ppo_code", "dpo_iter_code"}
-    text = (tmp_path / "qs" / "report.md").read_text()
-    assert "| SFT |" in text and "| PPO |" in text and "| DPO-Iter |" in text and "38.6 / 10.1 / 3.9" in text
-    for png in ("code_ppo_reward.png", "code_pass.png"):
-        assert (tmp_path / "qs" / "plots" / png).stat().st_size > 1000
-    assert json.loads((tmp_path / "qs" / "results.json").read_text())["claims"] == out["claims"]
-    # every stage is done: a second run trains nothing and reports the same numbers
-    again = quickstart.main(cfg)
-    assert again["stage_seconds"] == {} and again["code"]["eval"] == out["code"]["eval"]
-
-
-def test_miniature_pulse_runs_every_table(tmp_path):
-    readme = tmp_path / "README.md"
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    """One miniature pulse (both halves, every table, README rewrite) shared by the tests below."""
+    root = tmp_path_factory.mktemp("mini")
+    readme = root / "README.md"
     readme.write_text(f"# x\n\n## Results\n{miniature.README_START}\nOLD-RESULTS\n{miniature.README_END}\n\n## Tail\n")
-    cfg = dataclasses.replace(miniature.get_config(), code=dataclasses.replace(TINY_CODE, eval_samples=2,
-                                                                               eval_ks=(1, 2)),
-                              safety=TINY_SAFETY, bundle=TINY_BUNDLE, parts=("safety", "code"), progress=False,
-                              seeds=(0,), code_seeds=(0,),
-                              readme=str(readme), workdir=str(tmp_path / "mini"))
-    out = miniature.main(cfg)
+    cfg = dataclasses.replace(miniature.get_config(), code=TINY_CODE, safety=TINY_SAFETY, bundle=TINY_BUNDLE,
+                              parts=("safety", "code"), progress=False, seeds=(0,), code_seeds=(0,),
+                              readme=str(readme), workdir=str(root / "run"))
+    return cfg, miniature.main(cfg), root
+
+
+def test_miniature_pulse_runs_every_table(mini):
+    cfg, out, root = mini
     safety = out["safety"][0]["eval"]
     expected = {"SFT(Alpaca)", "SFT(Safe)", "DPO", "DPO + SFT(Safe)", "+ filter dual-unsafe", "+ filter dual-safe",
                 "DPO-Iter round 1", "DPO-Iter round 2", "PPO", "RRHF", "PRO"}
@@ -62,15 +47,42 @@ def test_miniature_pulse_runs_every_table(tmp_path):
         assert 0.0 <= m["safety_rate"] <= 1.0 and math.isfinite(m["help"]) and math.isfinite(m["reward"])
     code = out["code"][0]["eval"]
     assert set(code) == {"SFT", "PPO (baseline)", "+ adv. norm", "+ large batch", "PPO", "DPO-Iter"}
-    assert all(set(m["sampled"]["all"]) == {"pass@1", "pass@2"} for m in code.values())
+    for m in code.values():
+        assert set(m["sampled"]["all"]) == {"pass@1", "pass@2"} and m["problems"]["all"] == 6
+        assert all(0.0 <= v <= 1.0 for v in m["greedy"].values())
     assert set(out["claims"]) == {"shift", "sft_safe", "filters", "rounds", "ppo_safety", "table4", "tricks",
                                   "ppo_code", "dpo_iter_code"}
-    text = readme.read_text()
-    assert "OLD-RESULTS" not in text and "## Tail" in text and "| DPO-Iter round 2 |" in text and "\n### Claims\n" in text
+    text = (root / "README.md").read_text()
+    assert "OLD-RESULTS" not in text and "## Tail" in text and "| DPO-Iter round 2 |" in text
+    assert "\n### Claims\n" in text
     for key in ("safety_rate", "help", "reward"):
-        assert f"(docs/results/table2_{key}.png)" in text and (tmp_path / "docs" / "results" / f"table2_{key}.png").exists()
+        assert f"(docs/results/table2_{key}.png)" in text
+        assert (root / "docs" / "results" / f"table2_{key}.png").exists()
     with pytest.raises(ValueError, match="parts"):
         miniature.main(dataclasses.replace(cfg, parts=("tables",)))
+
+
+def test_quickstart_pulse_writes_the_report_and_refuses_stale_stages(mini):
+    """The quickstart on the miniature's seed-0 folder and bundle: the same code stages (SFT, PPO,
+    DPO-Iter, evaluations) with the same settings are reused, not trained again; other settings in the
+    same folder are an error naming the stage and the setting."""
+    _, out_mini, root = mini
+    cfg = dataclasses.replace(quickstart.get_config(), code=TINY_CODE, bundle=TINY_BUNDLE, theory=False,
+                              progress=False, workdir=str(root / "run" / "seed_0"),
+                              bundle_dir=str(root / "run" / "bundle"))
+    out = quickstart.main(cfg)
+    assert out["stage_seconds"] == {}  # every stage reused
+    wanted = ("SFT", "PPO", "DPO-Iter")
+    assert out["code"]["eval"] == {k: v for k, v in out_mini["code"][0]["eval"].items() if k in wanted}
+    assert set(out["claims"]) == {"ppo_code", "dpo_iter_code"}
+    work = root / "run" / "seed_0"
+    text = (work / "report.md").read_text()
+    assert "| SFT |" in text and "| PPO |" in text and "| DPO-Iter |" in text and "38.6 / 10.1 / 3.9" in text
+    for png in ("code_ppo_reward.png", "code_pass.png"):
+        assert (work / "plots" / png).stat().st_size > 1000
+    assert json.loads((work / "results.json").read_text())["claims"] == out["claims"]
+    with pytest.raises(ValueError, match=r"stage 'code_sft' was run with other settings \(steps: 2 then, 3 now\)"):
+        quickstart.main(dataclasses.replace(cfg, code=dataclasses.replace(TINY_CODE, sft_steps=3)))
 
 
 def test_score_safety_uses_the_gold_evaluators():
@@ -111,7 +123,7 @@ def test_stages_skip_what_is_done(tmp_path):
     assert st.value_stage("v", lambda: calls.append(1) or {"x": 1}) == {"x": 1}
     assert st.value_stage("v", lambda: calls.append(1) or {"x": 2}) == {"x": 1} and calls == [1]
 
-    def make(workdir):
+    def make(workdir, **settings):
         os.makedirs(os.path.join(workdir, "hf_model"))
         open(os.path.join(workdir, "hf_model", "config.json"), "w").close()
         calls.append(2)
@@ -121,3 +133,10 @@ def test_stages_skip_what_is_done(tmp_path):
     again.value_stage("v", lambda: calls.append(3))
     again.model_stage("m", make)
     assert calls == [1, 2] and again.seconds == {} and again.all_seconds == pytest.approx(st.seconds, abs=1e-9)
+    # settings are stored with a stage: the same ones reuse it, others are an error naming them
+    assert st.model_stage("k", make, steps=1, progress=True) == again.model_stage("k", make, steps=1, progress=False)
+    with pytest.raises(ValueError, match=r"stage 'k' was run with other settings \(steps: 1 then, 2 now\)"):
+        again.model_stage("k", make, steps=2)
+    with pytest.raises(ValueError, match=r"stage 'v' was run with other settings \(model: None then, 'x' now\)"):
+        again.value_stage("v", lambda: {}, key={"model": "x"})
+    assert calls == [1, 2, 2]

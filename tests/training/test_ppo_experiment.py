@@ -82,6 +82,16 @@ def test_word_reward_rises_and_frozen_reference_stays_bitwise(toy_dir, tmp_path)
     assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(initial, actor))
 
 
+def test_frozen_reference_in_bfloat16(toy_dir, tmp_path):
+    """ppo.reference_dtype=bfloat16 keeps the frozen reference as the initial actor rounded to bf16."""
+    out = _run(_flags(toy_dir, tmp_path, 2, **{"reward.source": "word_count", "reward.word": "e",
+                                               "ppo.ema_reference": "false", "ppo.reference_dtype": "bfloat16"}))
+    for a, b in zip(jax.tree.leaves(_initial_actor_params(toy_dir)), jax.tree.leaves(out["state"].ref_params)):
+        assert b.dtype == np.dtype("bfloat16") and b.sharding == a.sharding
+        np.testing.assert_array_equal(np.asarray(a.astype("bfloat16")), np.asarray(b))
+    assert all(np.isfinite(r["train/kl"]) for r in read_metrics(str(tmp_path)))
+
+
 def _run_cli(flags):
     """The experiment in a subprocess, with this process's JAX settings (tests/conftest.py), so that
     both compile the same programs: shared persistent cache, and results comparable bitwise."""
@@ -114,6 +124,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(toy_dir, tmp_path, capsy
     ({"ppo.mini_batches": 3}, ValueError, r"ppo.small_batch_size=16 is not divisible by ppo.mini_batches=3"),
     ({"ppo.micro_batches": 3}, ValueError, r"not divisible by ppo.micro_batches=3"),
     ({"ppo.ema_eta": 0.0}, ValueError, r"ppo.ema_eta=0.0 must be in \(0, 1\]"),
+    ({"ppo.reference_dtype": "bfloat16"}, ValueError, r"ppo.reference_dtype='bfloat16' needs ppo.ema_reference=false"),
+    ({"ppo.reference_dtype": "fp8"}, ValueError, r"ppo.reference_dtype='fp8'; choose 'float32' or 'bfloat16'"),
     ({"reward.source": "rm"}, ValueError, r"reward.source='rm'; choose from \['apps_unit_tests'"),
     ({"cost.source": "word_count"}, ValueError, r"cost.word must be set"),
     ({"cost.source": "model", "lagrangian.lambda_init": 0.0}, ValueError, r"lagrangian.lambda_init=0.0 must be > 0"),
