@@ -11,7 +11,8 @@ What it does, with real training on a laptop CPU (about 5 minutes on 2 cores):
 3. The code pipeline (`rlhf_jax.miniature.code_pipeline`) on a tiny LLaMA: SFT on the reference
    solutions, then from the SFT model PPO with the unit-test reward (10 if every test passes, programs
    run in the sandbox) and iterative DPO (programs labelled by the same tests, the paper's pairing
-   rule), each evaluated by greedy pass@1 on held-out test problems.
+   rule), each evaluated on held-out test problems by pass@5 at temperature 1 (the paper's metric)
+   and greedy pass@1.
 4. Prints the results beside the paper's Tables 1 and 7 and the claims they bear on, and writes a
    report (`report.md`, PNG plots, `results.json`) to `workdir`.
 Every stage is the experiment module a paper-scale run uses (Hugging Face folders between stages,
