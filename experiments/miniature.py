@@ -122,8 +122,9 @@ def update_readme(readme: str, text: str, workdir: str) -> None:
         raise ValueError(f"{readme}: no {README_START} ... {README_END} block to replace")
     head, rest = old.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
-    with open(readme, "w") as f:
+    with open(readme + ".tmp", "w") as f:  # written whole, then moved over: an error loses nothing
         f.write(head + README_START + "\n" + text + README_END + tail)
+    os.replace(readme + ".tmp", readme)
 
 
 def main(cfg: MiniatureConfig) -> dict:
