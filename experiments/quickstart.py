@@ -146,7 +146,7 @@ def main(cfg: QuickstartConfig) -> dict:
     verdicts, claim_lines = report.claims_section(checks)
     lines += claim_lines
     seconds = time.time() - t0
-    lines += ["", f"Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in st.seconds.items())
+    lines += ["", "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in st.seconds.items())
               + f"; total {seconds:.0f} s.", "",
               "The miniature is small on purpose: a tiny LLaMA, minutes of CPU, one seed. It shows the "
               "paper's mechanics, not its magnitudes; `python -m experiments.miniature` runs every table "
