@@ -56,6 +56,12 @@ class CodeScale:
     eval_samples: int = 5  # programs per problem for pass@k, temperature 1 (0: greedy pass@1 only)
     eval_ks: tuple[int, ...] = (1, 5)
 
+    def __post_init__(self):
+        stages.check_sizes(self, "code", zero_ok=("eval_problems", "eval_samples"))
+        if self.eval_samples and max(self.eval_ks) > self.eval_samples:
+            raise ValueError(f"code.eval_ks={self.eval_ks} needs code.eval_samples >= {max(self.eval_ks)}, "
+                             f"got {self.eval_samples}")
+
 
 def run_code(st: stages.Stages, bundle: dict, scale: CodeScale, *, seed: int, ablation: bool = False,
              progress: bool = True) -> dict:

@@ -61,6 +61,9 @@ class SafetyScale:
     ranking_steps: int = 100
     ranking_lr: float = 2e-4
 
+    def __post_init__(self):
+        stages.check_sizes(self, "safety")
+
 
 def run_safety(st: stages.Stages, bundle: dict, scale: SafetyScale, *, seed: int, progress: bool = True) -> dict:
     """Runs the dialogue pipeline under `st`; returns {"models", "eval": {row: gold metrics},

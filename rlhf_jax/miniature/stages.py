@@ -33,6 +33,27 @@ def _key(settings: dict) -> dict:
     return json.loads(json.dumps(settings, sort_keys=True, default=repr))
 
 
+def check_sizes(scale, key: str, *, zero_ok: tuple[str, ...] = ()) -> None:
+    """Every size of a scale dataclass positive (ints >= 1, or >= 0 when named in `zero_ok`; floats
+    > 0; tuples of ints non-empty and >= 1; nested dataclasses likewise); errors name `key.field`."""
+    for field in dataclasses.fields(scale):
+        name, value = f"{key}.{field.name}", getattr(scale, field.name)
+        if isinstance(value, bool):
+            continue
+        if dataclasses.is_dataclass(value):
+            check_sizes(value, name)
+        elif isinstance(value, int):
+            low = 0 if field.name in zero_ok else 1
+            if value < low:
+                raise ValueError(f"{name}={value} must be >= {low}")
+        elif isinstance(value, float):
+            if not value > 0:
+                raise ValueError(f"{name}={value} must be > 0")
+        elif isinstance(value, tuple):
+            if not value or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+                raise ValueError(f"{name}={value} must be a non-empty tuple of ints >= 1")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelShape:
     """The tiny LLaMA every stage starts from (vocabulary: the bundle tokenizer's)."""

@@ -140,3 +140,18 @@ def test_stages_skip_what_is_done(tmp_path):
     with pytest.raises(ValueError, match=r"stage 'v' was run with other settings \(model: None then, 'x' now\)"):
         again.value_stage("v", lambda: {}, key={"model": "x"})
     assert calls == [1, 2, 2]
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("code.sft_steps", "0", r"code.sft_steps=0 must be >= 1"),
+    ("code.ppo_lr", "-1e-4", r"code.ppo_lr=-0.0001 must be > 0"),
+    ("code.model.num_layers", "0", r"code.model.num_layers=0 must be >= 1"),
+    ("code.eval_ks", "1,9", r"code.eval_ks=\(1, 9\) needs code.eval_samples >= 9, got 5"),
+    ("safety.iter_rounds", "0", r"safety.iter_rounds=0 must be >= 1"),
+])
+def test_bad_sizes_are_named_before_anything_runs(key, value, match):
+    from rlhf_jax.config import apply_overrides
+
+    with pytest.raises(ValueError, match=match):
+        apply_overrides(miniature.get_config(), [(key, value)])
+    assert apply_overrides(miniature.get_config(), [("code.eval_samples", "0")]).code.eval_samples == 0
