@@ -31,6 +31,7 @@ import dataclasses
 import functools
 import math
 import os
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -56,7 +57,7 @@ from rlhf_jax.training.ppo_steps import (
     minibatch_indices, settle)
 from rlhf_jax.training.selection import BestCheckpoint
 from rlhf_jax.training.sources import build_model, build_tokenizer
-from rlhf_jax.training.state import init_train_state, make_optimizer, on_mesh_of, split_model
+from rlhf_jax.training.state import cast_copy, init_train_state, make_optimizer, on_mesh_of, split_model
 
 
 def get_config(preset_name: str | None = None) -> PPOConfig:
@@ -77,11 +78,6 @@ def _critic(cfg: PPOConfig, ctx: RewardContext, scorer, *, cost: bool):
     return split_model(model)
 
 
-def _copy_as(x: jax.Array, *, dtype: str) -> jax.Array:
-    """A copy of `x` in `dtype` (in new buffers even when the dtype is already `dtype`)."""
-    return jnp.copy(x) if x.dtype == jnp.dtype(dtype) else x.astype(dtype)
-
-
 def _prefixed(prefix: str, metrics: dict) -> dict:
     return {prefix + ("tokens" if k == "count" else k): v for k, v in metrics.items()}
 
@@ -96,7 +92,9 @@ class PPORunner:
     def __init__(self, cfg: PPOConfig, mesh, tokenizer):
         self.cfg, self.mesh, self.lagrangian = cfg, mesh, cfg.cost is not None
         self.traces: collections.Counter = collections.Counter()
-        ctx = RewardContext(mesh, tokenizer, self.traces)
+        p = cfg.ppo
+        # reward / cost models score a rollout batch in the chunks the log-prob passes use
+        ctx = RewardContext(mesh, tokenizer, self.traces, score_chunks=p.mini_batches * p.micro_batches)
         self.reward = build_reward_source(cfg.reward, ctx, key="reward")
         self.cost = build_reward_source(cfg.cost, ctx, key="cost") if self.lagrangian else None
         actor = build_model(cfg.actor, mesh=mesh, vocab_size=len(tokenizer), key="actor")
@@ -112,10 +110,9 @@ class PPORunner:
         self.initial_state = PPOState(
             actor=init_train_state(actor_params, self.actor_tx),
             critic=init_train_state(critic_params, critic_tx),
-            ref_params=jax.tree.map(functools.partial(_copy_as, dtype=cfg.ppo.reference_dtype), actor_params),
+            ref_params=cast_copy(actor_params, cfg.ppo.reference_dtype),
             value_norm=on_mesh(vn.init()),
             rng=on_mesh(jax.random.key(cfg.seed)))
-        p = cfg.ppo
         chunks = dict(prompt_length=P, num_chunks=p.mini_batches * p.micro_batches)
         jit = functools.partial(counted_jit, traces=self.traces)
         self.logps_fn = jit(functools.partial(response_logps, graphdef=self.actor_graphdef, **chunks),
@@ -144,39 +141,51 @@ class PPORunner:
                 cost_critic=init_train_state(cost_params, critic_tx), cost_value_norm=on_mesh(vn.init()),
                 log_lambda=on_mesh(jnp.asarray(math.log(cfg.lagrangian.lambda_init), jnp.float32)))
 
-    def iteration(self, state: PPOState, prompts: dict, metas: list, it: int) -> tuple[PPOState, dict]:
-        """Rollout, scoring, advantages and the PPO epochs for one batch of prompts."""
+    def iteration(self, state: PPOState, prompts: dict, metas: list, it: int, *,
+                  phase: Callable[[str, Callable], Any] | None = None) -> tuple[PPOState, dict]:
+        """Rollout, scoring, advantages and the PPO epochs for one batch of prompts.
+
+        The critic values and the actor / reference log-probs are dispatched before the rewards are
+        computed, so on an accelerator they run while the host scores the responses (decoding,
+        sandboxed unit tests). `phase(name, fn)`, when given, runs each phase (`fn()`) and returns
+        its result: `bench/train_bench.py` times this very iteration phase by phase with it.
+        """
         cfg, p = self.cfg, self.cfg.ppo
+        run = phase or (lambda name, fn: fn())
         rng, key = jax.random.split(state.rng)
         self.sampler.update_params(state.actor.params)  # one sampling copy of the actor, replaced
-        out = settle(self.sampler.generate(None, PromptBatch(prompts["prompt_ids"], prompts["prompt_mask"]),
-                                           self.rollout_cfg, key=key))
+        out = run("generation", lambda: settle(self.sampler.generate(
+            None, PromptBatch(prompts["prompt_ids"], prompts["prompt_mask"]), self.rollout_cfg, key=key)))
         seq = rollout_sequences(out)
         ids, mask = seq["input_ids"], seq["attention_mask"]
+        values = run("critic values", lambda: self.values_fn(state.critic.params, ids, mask))
+        if self.lagrangian:
+            cost_values = run("cost critic values",
+                              lambda: self.cost_values_fn(state.cost_critic.params, ids, mask))
+        old_logps = run("actor log-probs", lambda: self.logps_fn(state.actor.params, ids, mask))
+        ref_logps = run("reference log-probs", lambda: self.logps_fn(state.ref_params, ids, mask))
         inputs = RewardInputs(ids, mask, out.response_ids_BxN, out.response_mask_BxN,
                               [metas[i] for i in prompts["example_index"]])
-        reward = Stream(self.reward(inputs), self.values_fn(state.critic.params, ids, mask), state.value_norm)
+        reward = Stream(run("scoring", lambda: self.reward(inputs)), values, state.value_norm)
         cost = None
         if self.lagrangian:
-            cost = Stream(self.cost(inputs), self.cost_values_fn(state.cost_critic.params, ids, mask),
-                          state.cost_value_norm)
-        old_logps = self.logps_fn(state.actor.params, ids, mask)
-        ref_logps = self.logps_fn(state.ref_params, ids, mask)
-        exp = self.advantages_fn(reward, old_logps, ref_logps, seq["response_mask"], cost=cost,
-                                 log_lambda=state.log_lambda)
+            cost = Stream(run("cost scoring", lambda: self.cost(inputs)), cost_values, state.cost_value_norm)
+        exp = run("advantages", lambda: self.advantages_fn(
+            reward, old_logps, ref_logps, seq["response_mask"], cost=cost, log_lambda=state.log_lambda))
         actor, critic, ref, cost_critic = state.actor, state.critic, state.ref_params, state.cost_critic
         logs = collections.defaultdict(list)
         for epoch in range(p.epochs):
             for idx in minibatch_indices(p.rollout_batch_size, p.mini_batches, seed=cfg.seed, iteration=it,
                                          epoch=epoch):
-                actor, m = self.actor_fn(actor, seq, exp.actor, idx)
+                actor, m = run("actor updates", lambda: self.actor_fn(actor, seq, exp.actor, idx))
                 logs["actor/"].append(m)
                 if p.ema_reference:
-                    ref = self.ema_fn(ref, actor.params)
-                critic, m = self.critic_fn(critic, seq, exp.critic, idx)
+                    ref = run("EMA reference", lambda: self.ema_fn(ref, actor.params))
+                critic, m = run("critic updates", lambda: self.critic_fn(critic, seq, exp.critic, idx))
                 logs["critic/"].append(m)
                 if self.lagrangian:
-                    cost_critic, m = self.cost_critic_fn(cost_critic, seq, exp.cost_critic, idx)
+                    cost_critic, m = run("cost critic updates",
+                                         lambda: self.cost_critic_fn(cost_critic, seq, exp.cost_critic, idx))
                     logs["cost_critic/"].append(m)
         state = PPOState(actor, critic, ref, exp.value_norm, rng, cost_critic, exp.cost_value_norm,
                          exp.log_lambda)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import math
 import os
 from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
@@ -33,6 +34,7 @@ from flax import nnx
 from rlhf_jax.models import check_vocab
 from rlhf_jax.sharding import put_batch
 from rlhf_jax.training.ppo_config import RewardConfig
+from rlhf_jax.training.ppo_rollout import in_chunks
 from rlhf_jax.training.ppo_steps import counted_jit
 from rlhf_jax.training.sources import build_model
 from rlhf_jax.training.state import split_model
@@ -60,26 +62,37 @@ class RewardSource(Protocol):
 
 @dataclasses.dataclass
 class RewardContext:
-    """What builders may need: the mesh, the actor's tokenizer, and a trace counter for jits."""
+    """What builders may need: the mesh, the actor's tokenizer, a trace counter for jits, and the
+    number of row chunks a model source scores a batch in (PPO: mini-batches x micro-batches)."""
 
     mesh: Any
     tokenizer: Any
     traces: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    score_chunks: int = 1
 
 
-def sequence_scores(params, input_ids_BxT, attention_mask_BxT, *, graphdef):
-    """[B] float32: a LlamaForScore's value at each row's last valid token."""
-    return nnx.merge(graphdef, params)(input_ids_BxT, attention_mask_BxT).scores
+def sequence_scores(params, input_ids_BxT, attention_mask_BxT, *, graphdef, num_chunks: int = 1):
+    """[B] float32: a LlamaForScore's value at each row's last valid token.
+
+    The rows are scored in `num_chunks` chunks, one after another (`in_chunks`), so the forward's
+    activations are those of B / num_chunks rows; when B is not a multiple of `num_chunks`, the
+    largest common divisor of the two is used (static: shapes are known when tracing).
+    """
+    model = nnx.merge(graphdef, params)
+    chunks = math.gcd(input_ids_BxT.shape[0], num_chunks) if num_chunks > 1 else 1
+    return in_chunks(lambda ids, mask: model(ids, mask).scores, chunks, input_ids_BxT, attention_mask_BxT)
 
 
 class ModelReward:
     """A score model as a reward source; `graphdef` / `params` are public for critic init."""
 
-    def __init__(self, model, *, traces: collections.Counter, name: str):
+    def __init__(self, model, *, traces: collections.Counter, name: str, num_chunks: int = 1):
+        if not isinstance(num_chunks, int) or num_chunks < 1:
+            raise ValueError(f"{name}: num_chunks must be a positive int, got {num_chunks!r}")
         self.graphdef, self.params = split_model(model)
         self.cfg = model.cfg
-        self._score = counted_jit(functools.partial(sequence_scores, graphdef=self.graphdef), traces,
-                                  f"{name}_scores")
+        self._score = counted_jit(functools.partial(sequence_scores, graphdef=self.graphdef,
+                                                    num_chunks=num_chunks), traces, f"{name}_scores")
 
     def __call__(self, inputs: RewardInputs) -> jax.Array:
         return self._score(self.params, inputs.input_ids_BxT, inputs.attention_mask_BxT)
@@ -89,7 +102,7 @@ def _model_source(cfg: RewardConfig, ctx: RewardContext, key: str) -> ModelRewar
     model = build_model(cfg.model, mesh=ctx.mesh, head="score", vocab_size=len(ctx.tokenizer),
                         key=f"{key}.model")
     check_vocab(ctx.tokenizer, model.cfg, source=cfg.model.hf_path or f"{key}.model.preset")
-    return ModelReward(model, traces=ctx.traces, name=key)
+    return ModelReward(model, traces=ctx.traces, name=key, num_chunks=ctx.score_chunks)
 
 
 def local_rows(x: jax.Array) -> np.ndarray:

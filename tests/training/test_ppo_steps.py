@@ -151,3 +151,23 @@ def test_chunked_rollout_forwards_keep_row_order():
         four = fn(params, ids, mask, graphdef=graphdef, prompt_length=5, num_chunks=4)
         np.testing.assert_allclose(four, one, rtol=1e-5, atol=1e-6)
         assert np.abs(np.asarray(one[1:]) - np.asarray(one[:-1])).max() > 1e-3  # rows differ: order matters
+
+
+def test_chunked_reward_scores_keep_row_order():
+    """A reward model scores a rollout batch in row chunks (PPO: mini_batches x micro_batches, so the
+    forward holds B / chunks rows of activations); every chunking gives the one-chunk scores row by row,
+    and a chunk count that does not divide the batch falls back to the largest common divisor."""
+    from rlhf_jax.training.ppo_rewards import ModelReward, sequence_scores
+
+    mesh = make_mesh()
+    scorer = build_model(ModelSource(preset="tiny"), mesh=mesh, head="score")
+    graphdef, params = split_model(scorer)
+    ids = jax.random.randint(jax.random.key(1), (8, 12), 4, 256)
+    mask = jnp.ones_like(ids).at[2, :4].set(0).at[5, 9:].set(0)
+    one = sequence_scores(params, ids, mask, graphdef=graphdef)
+    assert np.abs(np.diff(np.asarray(one))).min() > 1e-6  # every row differs: order matters
+    for chunks in (2, 8, 3, 6):  # 3 -> 1 chunk, 6 -> 2 chunks of the 8 rows
+        np.testing.assert_allclose(sequence_scores(params, ids, mask, graphdef=graphdef, num_chunks=chunks),
+                                   one, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="reward: num_chunks must be a positive int"):
+        ModelReward(scorer, traces=__import__("collections").Counter(), name="reward", num_chunks=0)
