@@ -38,7 +38,7 @@ from rlhf_jax.training.preference_data import (
 from rlhf_jax.training.preference_steps import (
     REFERENCE_FIELDS, DPOLoss, cached_jit, dpo_metrics, dpo_step, optimizer, pair_mask, reference_logps)
 from rlhf_jax.training.sources import PAIR_SOURCES, ModelSource, build_model, build_tokenizer, read_source
-from rlhf_jax.training.state import OptimConfig, init_train_state, split_model
+from rlhf_jax.training.state import OptimConfig, cast_copy, init_train_state, split_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +60,9 @@ class DPOConfig:
     data: DPOData = DPOData()
     dpo: DPOLoss = DPOLoss()
     precompute_reference: bool = False
+    # the reference's parameter dtype: "" = the policy's (a float32 policy keeps a float32 reference);
+    # "bfloat16" halves a resident reference's memory (its log-probs are computed in `model.dtype`)
+    reference_dtype: str = ""
     reference_cache_dir: str = ""  # "": workdir/reference_logps
     mesh: MeshConfig = MeshConfig()
     optim: OptimConfig = OptimConfig(lr=1e-6, warmup_steps=10)
@@ -80,11 +83,9 @@ def validate(cfg: DPOConfig, mesh) -> None:
     check_batching(cfg.batch_size, cfg.micro_batches, mesh, "dpo")
     check_pair_data(cfg.data.format, PAIR_SOURCES, cfg.data.eval_path)
     check_pair_filters(cfg.data.filters, key="data.filters")
-
-
-def copy_params(params):
-    """A copy in new buffers (same shardings), safe to keep while the original is donated."""
-    return jax.tree.map(lambda x: x.copy(), params)
+    if cfg.reference_dtype not in ("", "float32", "bfloat16"):
+        raise ValueError(f"reference_dtype={cfg.reference_dtype!r}; choose '' (the policy's param dtype), "
+                         "'float32' or 'bfloat16'")
 
 
 def load_reference(src: ModelSource, graphdef, params, *, mesh, vocab_size: int):
@@ -119,8 +120,12 @@ def main(cfg: DPOConfig) -> dict:
     graphdef, params = split_model(model)
     if cfg.reference is not None:
         ref_params = load_reference(cfg.reference, graphdef, params, mesh=mesh, vocab_size=len(tokenizer))
+        if cfg.reference_dtype:
+            ref_params = cast_copy(ref_params, cfg.reference_dtype)
+    elif cfg.precompute_reference and not cfg.reference_dtype:
+        ref_params = params  # only read before training starts
     else:  # the initial policy; kept apart from the policy's buffers, which each step donates
-        ref_params = params if cfg.precompute_reference else copy_params(params)
+        ref_params = cast_copy(params, cfg.reference_dtype or None)
     fields = batch_fields(records)
     # One forward program computes log-probs for the reference pass and for evaluation.
     logps_fn = cached_jit(reference_logps, graphdef=graphdef)
@@ -129,6 +134,8 @@ def main(cfg: DPOConfig) -> dict:
         tokenization = dict(tokenizer=folder_fingerprint(cfg.tokenizer_path), template=cfg.data.template,
                             max_length=cfg.data.max_length, max_prompt_length=cfg.data.max_prompt_length,
                             dtype=(cfg.reference or cfg.model).dtype)
+        if cfg.reference_dtype:  # (unset: the key of caches written before the option existed)
+            tokenization["reference_dtype"] = cfg.reference_dtype
         tables, cache_info = reference_tables(
             logps_fn, ref_params, {"train": records, "eval": eval_records},
             cache_dir=cfg.reference_cache_dir or os.path.join(cfg.workdir, "reference_logps"),

@@ -43,6 +43,7 @@ class DryRunConfig:
     param_dtype: Literal["float32", "bfloat16"] = "float32"  # trained models
     fp32_master: bool = False  # bf16 params + float32 master copies in the optimizer state
     frozen_dtype: Literal["float32", "bfloat16"] = "bfloat16"  # reward / cost models, frozen PPO reference
+    reference_dtype: Literal["", "float32", "bfloat16"] = ""  # dpo: experiments.dpo's; "" = param_dtype
     remat: Literal["none", "full", "dots", "dots_no_batch"] = "full"
     devices: int = 8  # virtual CPU devices to create: the chips of the target slice
     mesh: MeshConfig = MeshConfig(data=1, fsdp=-1, tensor=1)

@@ -91,8 +91,9 @@ def dpo(cfg, mesh) -> dr.Report:
                               f"batch {cfg.batch_size} pairs x {cfg.seq_len} in {cfg.micro_batches} micro-batches"))
     graphdef, state, tx = trained_model(report, "policy", LlamaForCausalLM, model_cfg, mesh,
                                         fp32_master=cfg.fp32_master)
-    ref = dr.abstract_like(state.params, model_cfg.param_dtype)  # experiments.dpo: a copy of the policy
-    report.add_model("reference (frozen copy)", ref)
+    # experiments.dpo: a copy of the policy, in its param dtype unless `reference_dtype` is set
+    ref = dr.abstract_like(state.params, cfg.reference_dtype or model_cfg.param_dtype)
+    report.add_model(f"reference (frozen copy, {cfg.reference_dtype or model_cfg.param_dtype})", ref)
     step = jit_step(dpo_step, state=state, graphdef=graphdef, tx=tx, loss=DPOLoss(), num_micro=cfg.micro_batches)
     batch = sequence_batch(cfg.batch_size, cfg.seq_len, mesh, ("chosen_", "rejected_"))
     report.programs["dpo step"] = dr.compile_memory(step, state, batch, ref)
@@ -186,8 +187,8 @@ def ppo(cfg, mesh) -> dr.Report:
     programs = report.programs
     with jax.set_mesh(mesh):
         for name, gd, params in scorers:
-            programs[f"{name} scores"] = dr.compile_memory(
-                jax.jit(functools.partial(sequence_scores, graphdef=gd)), params, ids, mask)
+            programs[f"{name} scores (chunked)"] = dr.compile_memory(jax.jit(functools.partial(
+                sequence_scores, graphdef=gd, num_chunks=chunks["num_chunks"])), params, ids, mask)
         logps = jax.jit(functools.partial(pr.response_logps, graphdef=actor_gd, **chunks))
         programs["actor log-probs"] = dr.compile_memory(logps, actor.params, ids, mask)
         if ref_dtype != actor_cfg.param_dtype:

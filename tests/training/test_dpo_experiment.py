@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from experiments import dpo
-from experiments.dpo import copy_params
 from rlhf_jax.config import ConfigError, apply_overrides
 from rlhf_jax.data import PipelineConfig, PreferencePair, get_template, read_preference_jsonl
 from rlhf_jax.data.tokenize import TokenizeConfig
@@ -25,7 +24,7 @@ from rlhf_jax.training.loop import read_metrics
 from rlhf_jax.training.preference_data import FilterContext, apply_pair_filters, one_pass, pair_records
 from rlhf_jax.training.preference_steps import DPOLoss, cached_jit, dpo_step, optimizer
 from rlhf_jax.training.sources import ModelSource, build_model, build_tokenizer
-from rlhf_jax.training.state import OptimConfig, init_train_state, split_model
+from rlhf_jax.training.state import OptimConfig, cast_copy, init_train_state, split_model
 from tests.training.test_sft_experiment import ROOT, _error_of
 
 
@@ -93,6 +92,20 @@ def test_precomputed_reference_equals_resident_and_cache_is_reused(toy_dir, tmp_
     assert _train_records(tmp_path / "b") == _train_records(tmp_path / "a")  # bitwise
 
 
+def test_bfloat16_reference_is_the_initial_policy_rounded(toy_dir, tmp_path):
+    """`reference_dtype=bfloat16`: a resident reference at half the memory, equal to the initial policy
+    rounded to bf16; the first loss is log 2 up to that rounding, and training follows the float32 run."""
+    bf16 = _run(_flags(toy_dir, tmp_path / "bf16", 3, reference_dtype="bfloat16"))
+    f32 = _run(_flags(toy_dir, tmp_path / "f32", 3))
+    initial = split_model(_initial_model(toy_dir))[1]
+    for ref, init in zip(jax.tree.leaves(bf16["reference_params"]), jax.tree.leaves(initial)):
+        assert ref.dtype == jax.numpy.bfloat16
+        np.testing.assert_array_equal(np.asarray(ref), np.asarray(init.astype(jax.numpy.bfloat16)))
+    a, b = _train_records(tmp_path / "bf16"), _train_records(tmp_path / "f32")
+    assert a[0]["train/loss"] != b[0]["train/loss"] == pytest.approx(math.log(2), abs=1e-6)
+    np.testing.assert_allclose([r["train/loss"] for r in a], [r["train/loss"] for r in b], rtol=0.05)
+
+
 def _run_cli(flags):
     args = [sys.executable, "-m", "experiments.dpo"] + [f"--config.{k}={v}" for k, v in flags.items()]
     return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -137,10 +150,10 @@ def test_micro_batch_accumulation_equals_full_batch(toy_dir):
     records = pair_records(read_preference_jsonl(str(toy_dir / "prefs_train.jsonl")))
     batch = put_batch(next(one_pass(records, tokenizer, get_template("safe_rlhf"), pipe)), make_mesh())
     tx = optimizer(OptimConfig(lr=1e-2, warmup_steps=0))  # as the runs above: their step program
-    ref = copy_params(params)
+    ref = cast_copy(params)
     results = []
     for micro in (1, 4):
-        state = init_train_state(copy_params(params), tx)
+        state = init_train_state(cast_copy(params), tx)
         step = cached_jit(dpo_step, state=state, graphdef=graphdef, tx=tx, loss=DPOLoss(), num_micro=micro)
         results.append(step(state, batch, ref))
     (full, full_m), (acc, acc_m) = results
@@ -173,6 +186,8 @@ def test_bad_config_is_rejected_before_training(toy_dir, tmp_path):
         _run(_flags(toy_dir, tmp_path, 2, **{"dpo.variant": "ipo", "dpo.label_smoothing": 0.1}))
     with pytest.raises(ValueError, match=r"data.filters: unknown pair filter 'short'; choose from"):
         _run(_flags(toy_dir, tmp_path, 2, **{"data.filters": "drop_identical,short"}))
+    with pytest.raises(ValueError, match=r"reference_dtype='fp16'; choose '' \(the policy's param dtype\)"):
+        _run(_flags(toy_dir, tmp_path, 2, reference_dtype="fp16"))
     with pytest.raises(FileNotFoundError, match=r"data.eval_path: .*nope.jsonl' does not exist"):
         _run(_flags(toy_dir, tmp_path, 2, **{"data.eval_path": tmp_path / "nope.jsonl"}))
     with pytest.raises(ValueError, match=r"data.path=.*: no pair is left after the filters \('drop_truncated',\)"):

@@ -42,7 +42,13 @@ def test_dry_run_compiles_each_step_and_reports(run):
     (step,) = out["programs"].values()
     assert step["temporaries"] > 0 and step["arguments"] >= trained["params"] + trained["optimizer"]
     if run == "dpo":  # experiments.dpo keeps its reference as a copy of the policy: same bytes
-        assert out["models"]["reference (frozen copy)"]["params"] == trained["params"]
+        assert out["models"]["reference (frozen copy, float32)"]["params"] == trained["params"]
+    _resident_equals_parts(out)
+
+
+def test_dpo_dry_run_counts_a_bfloat16_reference_at_half():
+    out = _run(run="dpo", model="tiny", batch_size=16, micro_batches=2, seq_len=32, reference_dtype="bfloat16")
+    assert 2 * out["models"]["reference (frozen copy, bfloat16)"]["params"] == out["models"]["policy"]["params"]
     _resident_equals_parts(out)
 
 
@@ -60,7 +66,7 @@ def test_ppo_dry_run_builds_every_model_and_compiles_every_program():
     models, programs = out["models"], out["programs"]
     assert list(models) == ["actor", "critic", "reference (frozen)", "reward model", "cost model", "cost critic",
                             "sampler copy of the policy"]
-    assert set(programs) == {f"generate ({B} rows, {P}+{N} tokens)", "reward scores", "cost scores",
+    assert set(programs) == {f"generate ({B} rows, {P}+{N} tokens)", "reward scores (chunked)", "cost scores (chunked)",
                              "actor log-probs", "reference log-probs", "critic values", "cost critic values",
                              "actor step", "critic step", "cost critic step"}
     actor, critic = models["actor"], models["critic"]
