@@ -122,21 +122,30 @@ def bench_steps(cfg, mesh, batch: int, seq: int, peak: float, repeats: int) -> d
         out[run] = dict(step_s=round(seconds, 4), first_call_s=round(first, 1), tokens_per_s=round(tokens / seconds),
                         tflops=round(per_token * tokens / seconds / 1e12, 3),
                         mfu=round(per_token * tokens / seconds / peak, 3))
-        del holder, state, ref, data
+        holder.clear()  # drop this run's buffers before the next model is created
+        state = ref = data = args = None
     return out
 
 
-def _ppo_runner(model_preset: str, overrides: dict, rollouts: int, prompt_len: int, new_tokens: int, mesh, tmp: str):
+def _ppo_runner(model_preset: str, overrides: dict, rollouts: int, prompt_len: int, new_tokens: int, mesh, tmp: str,
+                vocab: int):
+    """A PPORunner with the word_count reward and a real HF tokenizer of `vocab` tokens (a small BPE
+    padded with added tokens "<w0>", "<w1>", ..., so the LM head and log-prob passes have the
+    preset's vocabulary size; random weights rarely sample EOS, so rows decode about every token)."""
     from experiments.ppo import PPORunner, get_config
     from rlhf_jax.config import apply_overrides
     from rlhf_jax.data.tiny_tokenizer import train_tiny_tokenizer
     from rlhf_jax.models import load_tokenizer
 
     words = ["the cat sat on the mat", "every answer needs a reason", "e e e e", "models learn from data"]
-    train_tiny_tokenizer(words * 20, os.path.join(tmp, "tok"), vocab_size=300)
+    path = os.path.join(tmp, "tok")
+    tok = train_tiny_tokenizer(words * 20, path, vocab_size=300)
+    if vocab > len(tok):
+        tok.add_tokens([f"<w{i}>" for i in range(vocab - len(tok))])
+        tok.save_pretrained(path)
     flags = {"actor.preset": model_preset, "ppo.large_batch_size": rollouts, "ppo.mini_batches": 4,
              "data.max_prompt_length": prompt_len, "generation.max_new_tokens": new_tokens,
-             "reward.source": "word_count", "reward.word": "e", "tokenizer_path": os.path.join(tmp, "tok")}
+             "reward.source": "word_count", "reward.word": "e", "tokenizer_path": path}
     flags.update({f"actor.{k}": v for k, v in overrides.items()})
     cfg = apply_overrides(get_config(), [(k, str(v)) for k, v in flags.items()])
     tokenizer = load_tokenizer(cfg.tokenizer_path)
@@ -144,65 +153,58 @@ def _ppo_runner(model_preset: str, overrides: dict, rollouts: int, prompt_len: i
 
 
 def bench_ppo(model_preset: str, overrides: dict, rollouts: int, prompt_len: int, new_tokens: int, mesh,
-              warmup: int) -> dict:
-    """One PPO iteration phase by phase (after `warmup` plain iterations)."""
-    from rlhf_jax.rollout import PromptBatch
-    from rlhf_jax.training.ppo_rollout import Stream, rollout_sequences
-    from rlhf_jax.training.ppo_steps import minibatch_indices
-    from rlhf_jax.training.ppo_rewards import RewardInputs
+              warmup: int, vocab: int, repeats: int = 2) -> dict:
+    """PPO iterations: `warmup` plain ones, one phase by phase, then `repeats` plain ones (the best
+    of which is the iteration's wall time)."""
+    from rlhf_jax.training.ppo_rewards import ModelReward
 
     with tempfile.TemporaryDirectory() as tmp:
-        runner, tokenizer = _ppo_runner(model_preset, overrides, rollouts, prompt_len, new_tokens, mesh, tmp)
+        runner, tokenizer = _ppo_runner(model_preset, overrides, rollouts, prompt_len, new_tokens, mesh, tmp,
+                                        vocab)
     state, runner.initial_state = runner.initial_state, None
     rng = np.random.default_rng(0)
     ids = rng.integers(4, len(tokenizer), size=(rollouts, prompt_len)).astype(np.int32)
     prompts = {"prompt_ids": ids, "prompt_mask": np.ones_like(ids), "example_index": np.arange(rollouts)}
     metas = [{"index": i} for i in range(rollouts)]
     walls = []
+    phases: dict[str, float] = collections.defaultdict(float)
+
+    generated = []
+
+    def phase(name, fn):
+        t = time.perf_counter()
+        out = jax.block_until_ready(fn())
+        phases[name] += time.perf_counter() - t
+        if name == "generation":
+            generated.append(out)
+        return out
+
+    def iterate(it, **kw):
+        t0 = time.perf_counter()
+        new_state, metrics = runner.iteration(state, prompts, metas, it, **kw)
+        jax.block_until_ready((new_state, metrics))
+        return new_state, time.perf_counter() - t0
+
     with jax.set_mesh(mesh):
         for it in range(warmup):
-            t0 = time.perf_counter()
-            state, metrics = runner.iteration(state, prompts, metas, it)
-            jax.block_until_ready(metrics)
-            walls.append(time.perf_counter() - t0)
+            state, wall = iterate(it)
+            walls.append(wall)
         after_first = dict(runner.compilations())
-        phases: dict[str, float] = collections.defaultdict(float)
-
-        def phase(name, fn):
-            t = time.perf_counter()
-            out = jax.block_until_ready(fn())
-            phases[name] += time.perf_counter() - t
-            return out
-        p = runner.cfg.ppo
-        t_iter = time.perf_counter()
-        rng_key, key = jax.random.split(state.rng)
-        out = phase("generation", lambda: runner.sampler.generate(
-            state.actor.params, PromptBatch(prompts["prompt_ids"], prompts["prompt_mask"]), runner.rollout_cfg,
-            key=key))
-        seq = rollout_sequences(out)
-        s_ids, s_mask = seq["input_ids"], seq["attention_mask"]
-        inputs = RewardInputs(s_ids, s_mask, out.response_ids_BxN, out.response_mask_BxN, metas)
-        scores = phase("scoring", lambda: runner.reward(inputs))
-        values = phase("critic values", lambda: runner.values_fn(state.critic.params, s_ids, s_mask))
-        old = phase("actor log-probs", lambda: runner.logps_fn(state.actor.params, s_ids, s_mask))
-        ref_logps = phase("reference log-probs", lambda: runner.logps_fn(state.ref_params, s_ids, s_mask))
-        exp = phase("advantages", lambda: runner.advantages_fn(Stream(scores, values, state.value_norm), old, ref_logps,
-                                                               seq["response_mask"], cost=None, log_lambda=None))
-        actor, critic, ref = state.actor, state.critic, state.ref_params
-        for idx in minibatch_indices(p.rollout_batch_size, p.mini_batches, seed=0, iteration=warmup, epoch=0):
-            actor, _ = phase("actor updates", lambda: runner.actor_fn(actor, seq, exp.actor, idx))
-            ref = phase("EMA reference", lambda: runner.ema_fn(ref, actor.params))
-            critic, _ = phase("critic updates", lambda: runner.critic_fn(critic, seq, exp.critic, idx))
-        wall = time.perf_counter() - t_iter
-        del rng_key
+        state, phased_wall = iterate(warmup, phase=phase)
+        timings = []
+        for it in range(warmup + 1, warmup + 1 + repeats):
+            state, w = iterate(it)
+            timings.append(w)
+        wall = min(timings)
     compiled_after_first = {k: v - after_first.get(k, 0) for k, v in runner.compilations().items()
                             if v != after_first.get(k, 0)}
-    new_tokens_total = int(np.asarray(jax.device_get(out.lengths_B)).sum())
+    host = () if isinstance(runner.reward, ModelReward) else ("scoring",)
+    device_s = sum(v for k, v in phases.items() if k not in host)
+    new_tokens_total = int(np.asarray(jax.device_get(generated[0].lengths_B)).sum())
     return dict(rollouts=rollouts, prompt=prompt_len, new_tokens=new_tokens, vocab=len(tokenizer),
-                iteration_s=[round(w, 3) for w in walls], phased_iteration_s=round(wall, 3),
-                phases_s={k: round(v, 4) for k, v in phases.items()},
-                device_busy_share=round(sum(phases.values()) / wall, 3),
-                generated_tokens=new_tokens_total,
+                warmup_iteration_s=[round(w, 3) for w in walls], iteration_s=round(wall, 3),
+                phased_iteration_s=round(phased_wall, 3), phases_s={k: round(v, 4) for k, v in phases.items()},
+                host_phases=list(host), device_busy_share=round(min(device_s / wall, 1.0), 3),
                 generation_new_tokens_per_s=round(new_tokens_total / phases["generation"]),
                 compilations_after_first_iteration=sum(compiled_after_first.values()),
                 recompiled=compiled_after_first)
@@ -231,7 +233,8 @@ def main(argv=None) -> dict:
         res["steps"] = bench_steps(cfg, mesh, batch, seq, peak, args.repeats)
         print(json.dumps(res["steps"]), flush=True)
     if "ppo" not in args.skip:
-        res["ppo"] = bench_ppo(model_preset, overrides, rollouts, prompt_len, new_tokens, mesh, args.ppo_warmup)
+        res["ppo"] = bench_ppo(model_preset, overrides, rollouts, prompt_len, new_tokens, mesh, args.ppo_warmup,
+                               vocab=max(cfg.vocab_size, 300), repeats=args.repeats)
         print(json.dumps(res["ppo"]), flush=True)
     if os.environ.get("OUT"):
         with open(os.path.join(os.environ["OUT"], f"train_bench_{args.preset}.json"), "w") as f:
