@@ -11,13 +11,14 @@ Random weights, random tokens, the repository's own jitted steps (`rlhf_jax.trai
   model FLOPs per token = 6 N + 6 L T d (matmuls and causal attention, forward + backward, no
   credit for recomputation; the anchor's count), plus 2 N + 2 L T d for DPO's reference forward;
   MFU = model FLOPs / step time / peak;
-- PPO iteration (`PPORunner`, reward "word_count", EMA reference): after `--ppo-warmup` iterations,
-  one iteration run phase by phase with a block after each phase: generation, scoring, old and
-  reference log-probs, critic values, advantages, actor (+ EMA) and critic updates; device-busy
-  share = sum of the phase times / the iteration's wall time (an upper bound: each phase's time
-  includes its own dispatch); and the programs compiled after the first iteration (must be 0).
-  The PPO models use the vocabulary of a small tokenizer trained on the spot (word_count decodes
-  responses), not the preset's.
+- PPO iteration (`experiments.ppo.PPORunner.iteration` itself, reward "word_count", EMA reference):
+  after `--ppo-warmup` iterations, one iteration run through its `phase` hook with a block after
+  each phase (generation, critic values, actor and reference log-probs, scoring, advantages, actor
+  updates, EMA, critic updates), then `--repeats` plain iterations (best = the iteration's wall
+  time); device-busy share = the device phases' times (scoring excluded when the reward runs on
+  the host) / the plain iteration's wall time, an estimate (each phase's time includes its own
+  dispatch); and the programs compiled after the first iteration (must be 0). The PPO models have
+  the preset's vocabulary: a real HF tokenizer (a small BPE padded with added tokens) of that size.
 Writes the figures as JSON to $OUT/train_bench_<preset>.json when OUT is set.
 """
 
@@ -204,7 +205,8 @@ def bench_ppo(model_preset: str, overrides: dict, rollouts: int, prompt_len: int
     return dict(rollouts=rollouts, prompt=prompt_len, new_tokens=new_tokens, vocab=len(tokenizer),
                 warmup_iteration_s=[round(w, 3) for w in walls], iteration_s=round(wall, 3),
                 phased_iteration_s=round(phased_wall, 3), phases_s={k: round(v, 4) for k, v in phases.items()},
-                host_phases=list(host), device_busy_share=round(min(device_s / wall, 1.0), 3),
+                host_phases=list(host), device_phases_s=round(device_s, 4),
+                device_busy_share=round(min(device_s / wall, 1.0), 3),
                 generation_new_tokens_per_s=round(new_tokens_total / phases["generation"]),
                 compilations_after_first_iteration=sum(compiled_after_first.values()),
                 recompiled=compiled_after_first)
@@ -216,15 +218,20 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ppo-warmup", type=int, default=2, help="plain PPO iterations before the phased one")
     parser.add_argument("--skip", choices=("steps", "ppo"), action="append", default=[])
+    parser.add_argument("--param-dtype", choices=("float32", "bfloat16"), help="default: the preset's")
+    parser.add_argument("--remat", choices=("none", "full", "dots", "dots_no_batch"), help="default: the preset's")
+    parser.add_argument("--attention", choices=("xla", "cudnn"), help="default: xla ('cudnn': GPU, bf16)")
     args = parser.parse_args(argv)
     model_preset, overrides, batch, seq, rollouts, prompt_len, new_tokens = SHAPES[args.preset]
+    chosen = dict(param_dtype=args.param_dtype, remat=args.remat, attention=args.attention)
+    overrides = {**overrides, **{k: v for k, v in chosen.items() if v is not None}}
     cfg = preset(model_preset, **overrides)
     dev = jax.devices()[0]
     on_gpu = dev.platform == "gpu"
     res: dict = dict(date=datetime.date.today().isoformat(), host=platform.node(),
                      device=f"{dev.platform}:{getattr(dev, 'device_kind', '?')}", num_devices=jax.device_count(),
                      jax=jax.__version__, preset=args.preset, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                     remat=cfg.remat, batch=batch, seq=seq, params_M=round(cfg.num_params() / 1e6, 1))
+                     remat=cfg.remat, attention=cfg.attention, batch=batch, seq=seq, params_M=round(cfg.num_params() / 1e6, 1))
     peak = matmul_peak(jnp.dtype(cfg.dtype), 8192 if on_gpu else 1024)
     res["peak_tflops"] = round(peak / 1e12, 3)
     print(json.dumps(res), flush=True)
@@ -233,11 +240,14 @@ def main(argv=None) -> dict:
         res["steps"] = bench_steps(cfg, mesh, batch, seq, peak, args.repeats)
         print(json.dumps(res["steps"]), flush=True)
     if "ppo" not in args.skip:
-        res["ppo"] = bench_ppo(model_preset, overrides, rollouts, prompt_len, new_tokens, mesh, args.ppo_warmup,
+        # ModelSource's own defaults (float32 compute) must not replace the preset's numerics
+        numerics = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype, remat=cfg.remat, attention=cfg.attention)
+        res["ppo"] = bench_ppo(model_preset, numerics, rollouts, prompt_len, new_tokens, mesh, args.ppo_warmup,
                                vocab=max(cfg.vocab_size, 300), repeats=args.repeats)
         print(json.dumps(res["ppo"]), flush=True)
     if os.environ.get("OUT"):
-        with open(os.path.join(os.environ["OUT"], f"train_bench_{args.preset}.json"), "w") as f:
+        tag = "".join(f"_{k}-{v}" for k, v in chosen.items() if v is not None)
+        with open(os.path.join(os.environ["OUT"], f"train_bench_{args.preset}{tag}.json"), "w") as f:
             json.dump(res, f, indent=1)
     return res
 

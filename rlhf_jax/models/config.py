@@ -12,6 +12,7 @@ import dataclasses
 from typing import Any, Literal
 
 RematPolicy = Literal["none", "full", "dots", "dots_no_batch"]
+Attention = Literal["xla", "cudnn"]
 DType = Literal["float32", "bfloat16", "float16"]
 
 HF_CAUSAL_ARCHS = ("LlamaForCausalLM", "MistralForCausalLM")
@@ -51,10 +52,13 @@ class LlamaConfig:
     eos_token_id: int | None = 2
     pad_token_id: int | None = None
     model_type: Literal["llama", "mistral"] = "llama"
-    # Numerics and memory (not architecture): compute dtype, parameter dtype, rematerialization.
+    # Numerics and memory (not architecture): compute dtype, parameter dtype, rematerialization, and
+    # the attention kernel of full-sequence forwards ("cudnn": cuDNN flash attention, GPU, bf16/fp16;
+    # decoding with a KV cache always uses XLA's).
     dtype: DType = "float32"
     param_dtype: DType = "float32"
     remat: RematPolicy = "none"
+    attention: Attention = "xla"
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
@@ -69,6 +73,11 @@ class LlamaConfig:
             raise ValueError(
                 f"LlamaConfig.hidden_size={self.hidden_size} is not divisible by "
                 f"num_heads={self.num_heads}; set head_dim explicitly")
+        if self.attention not in ("xla", "cudnn"):
+            raise ValueError(f"LlamaConfig.attention={self.attention!r}; choose 'xla' or 'cudnn'")
+        if self.attention == "cudnn" and self.dtype not in ("bfloat16", "float16"):
+            raise ValueError(f"LlamaConfig.attention='cudnn' needs dtype bfloat16 or float16 (cuDNN flash "
+                             f"attention), got dtype={self.dtype!r}")
         if self.resolved_head_dim % 2:
             raise ValueError(f"LlamaConfig.head_dim must be even for RoPE, got {self.resolved_head_dim}")
 

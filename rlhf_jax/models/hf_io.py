@@ -23,7 +23,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from rlhf_jax.models.config import HF_CAUSAL_ARCHS, HF_SCORE_ARCHS, LlamaConfig
+from rlhf_jax.models.config import HF_SCORE_ARCHS, LlamaConfig
 from rlhf_jax.models.create import model_shardings
 from rlhf_jax.models.llama import LlamaForCausalLM, LlamaForScore
 from rlhf_jax.sharding import LOGICAL_RULES, make_mesh
@@ -146,13 +146,14 @@ def read_hf_config(path: str) -> dict[str, Any]:
 
 def load_pretrained(path: str, *, mesh: Mesh | None = None, dtype: str = "float32",
                     param_dtype: str | None = None, head: str | None = None, remat: str = "none",
-                    rules: Mapping[str, Any] = LOGICAL_RULES, seed: int = 0):
+                    attention: str = "xla", rules: Mapping[str, Any] = LOGICAL_RULES, seed: int = 0):
     """Loads a local HF LLaMA / Mistral checkpoint folder into a sharded NNX model.
 
     Args:
       path: folder with config.json and safetensors weights.
       mesh: the device mesh (default: all devices on the data axis).
       dtype / param_dtype: compute and parameter dtypes (param_dtype defaults to dtype).
+      remat / attention: LlamaConfig's rematerialization policy and attention kernel.
       head: "lm" (LlamaForCausalLM) or "score" (LlamaForScore); default from `architectures`.
         Loading a causal-LM checkpoint with head="score" initializes a fresh scalar head (reward
         model initialized from an SFT model) and drops lm_head.
@@ -161,7 +162,7 @@ def load_pretrained(path: str, *, mesh: Mesh | None = None, dtype: str = "float3
     """
     hf = read_hf_config(path)
     cfg = LlamaConfig.from_hf_dict(hf, source=os.path.join(path, "config.json"), dtype=dtype,
-                                   param_dtype=param_dtype or dtype, remat=remat)
+                                   param_dtype=param_dtype or dtype, remat=remat, attention=attention)
     archs = hf.get("architectures") or ["LlamaForCausalLM"]
     ckpt_head = "score" if archs[0] in HF_SCORE_ARCHS else "lm"
     head = head or ckpt_head

@@ -96,6 +96,34 @@ def make_attention_mask(query_slots_BxT, key_valid_BxS, sliding_window: int | No
     return (causal & key_valid_BxS[:, None, :]) | (k_slots == q_slots)
 
 
+# attention kind -> (the backend it needs, jax.nn.dot_product_attention's implementation)
+FUSED_ATTENTION = {"cudnn": ("gpu", "cudnn")}
+
+
+def attention(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxTxS, *, scale: float, kind: str = "xla"):
+    """Grouped-query attention under a boolean mask [B, T, S] (True = the key is seen).
+
+    kind "xla": XLA's attention (materializes the [B, N, T, S] logits). kind "cudnn": cuDNN's fused
+    flash attention; only for full-sequence forwards (no KV cache: query slot t is key slot t), so
+    the causal structure is passed as `is_causal` (cuDNN skips the blocks above the diagonal) and
+    the rest of the mask (padding, packed segments, a sliding window) rides along as a mask.
+    """
+    if kind == "xla":
+        return jax.nn.dot_product_attention(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask=mask_BxTxS[:, None],
+                                            scale=scale)
+    if kind not in FUSED_ATTENTION:
+        raise ValueError(f"attention={kind!r}; choose from {['xla', *FUSED_ATTENTION]}")
+    backend, implementation = FUSED_ATTENTION[kind]
+    if jax.default_backend() != backend:
+        raise ValueError(f"attention={kind!r} runs on a {backend} backend only, this is "
+                         f"{jax.default_backend()!r}; use attention='xla'")
+    if q_BxTxNxH.shape[1] != k_BxSxKxH.shape[1]:
+        raise ValueError(f"attention={kind!r} is for full-sequence forwards (T == S), got T="
+                         f"{q_BxTxNxH.shape[1]}, S={k_BxSxKxH.shape[1]}")
+    return jax.nn.dot_product_attention(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask=mask_BxTxS[:, None],
+                                        is_causal=True, scale=scale, implementation=implementation)
+
+
 class DecoderLayers(nnx.Module):
     """All `stack` decoder layers, parameters stacked on a leading `layers` axis."""
 
@@ -139,9 +167,8 @@ class DecoderLayers(nnx.Module):
             v_all = jax.lax.dynamic_update_slice(v_all, v.astype(v_all.dtype)[None], at)
             k = jax.lax.dynamic_index_in_dim(k_all, layer, axis=0, keepdims=False)
             v = jax.lax.dynamic_index_in_dim(v_all, layer, axis=0, keepdims=False)
-        attn = jax.nn.dot_product_attention(
-            q, k.astype(dt), v.astype(dt), mask=mask_BxTxS[:, None, :, :],
-            scale=cfg.resolved_head_dim ** -0.5)
+        attn = attention(q, k.astype(dt), v.astype(dt), mask_BxTxS, scale=cfg.resolved_head_dim ** -0.5,
+                         kind="xla" if kv_cache is not None else cfg.attention)
         x = x_BxTxD + jnp.einsum("btnh,nhd->btd", attn, self.wo[...].astype(dt))
         h = rms_norm(x, self.mlp_norm[...], cfg.rms_norm_eps)
         gate = jnp.einsum("btd,df->btf", h, self.w_gate[...].astype(dt))

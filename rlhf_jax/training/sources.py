@@ -102,6 +102,7 @@ class ModelSource:
     dtype: Literal["float32", "bfloat16"] = "float32"
     param_dtype: Literal["float32", "bfloat16"] = "float32"
     remat: Literal["none", "full", "dots", "dots_no_batch"] = "none"
+    attention: Literal["xla", "cudnn"] = "xla"  # "cudnn": fused flash attention (GPU, bf16 dtype)
     seed: int = 0
 
 
@@ -112,8 +113,8 @@ def build_model(src: ModelSource, *, mesh, head: Literal["lm", "score"] = "lm", 
         if not os.path.isdir(src.hf_path):
             raise FileNotFoundError(f"{key}.hf_path={src.hf_path!r} is not a folder")
         return load_pretrained(src.hf_path, mesh=mesh, dtype=src.dtype, param_dtype=src.param_dtype,
-                               head=head, remat=src.remat)
-    overrides = dict(dtype=src.dtype, param_dtype=src.param_dtype, remat=src.remat)
+                               head=head, remat=src.remat, attention=src.attention)
+    overrides = dict(dtype=src.dtype, param_dtype=src.param_dtype, remat=src.remat, attention=src.attention)
     if vocab_size is not None:
         overrides["vocab_size"] = vocab_size
     cfg = preset(src.preset, **overrides)

@@ -144,3 +144,34 @@ def test_packed_row_equals_its_sequences_run_alone():
     np.testing.assert_allclose(out[0, 5:9], np.asarray(model(b))[0], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="segment_ids .* need explicit positions"):
         model(packed, segment_ids=segments)
+
+
+def test_fused_attention_path_composes_causal_and_mask_like_xla(monkeypatch):
+    """attention='cudnn' passes is_causal plus the padding / segment / window mask to the fused kernel.
+    With the kernel swapped for XLA's (no GPU here), that composition gives bitwise XLA's logits on
+    left-padded, packed and sliding-window inputs; decoding with a KV cache keeps XLA's attention."""
+    from rlhf_jax.models import layers
+
+    cfg = CFG.replace(dtype="bfloat16", sliding_window=5)
+    ids = _ids(B=3, T=12, seed=4)
+    mask = jnp.ones_like(ids).at[0, :4].set(0)
+    segments = jnp.asarray([[1] * 12, [1] * 5 + [2] * 7, [1] * 12])
+    positions = jnp.asarray([list(range(12)), list(range(5)) + list(range(7)), list(range(12))])
+    xla = create_model(LlamaForCausalLM, cfg, mesh=ONE, seed=1)
+    fused = create_model(LlamaForCausalLM, cfg.replace(attention="cudnn"), mesh=ONE, seed=1)
+    with pytest.raises(ValueError, match="attention='cudnn' runs on a gpu backend only"):
+        fused(ids, mask)
+    monkeypatch.setitem(layers.FUSED_ATTENTION, "cudnn", (jax.default_backend(), "xla"))
+    np.testing.assert_array_equal(fused(ids, mask), xla(ids, mask))
+    np.testing.assert_array_equal(fused(ids, positions=positions, segment_ids=segments),
+                                  xla(ids, positions=positions, segment_ids=segments))
+    cache = fused.init_cache(3, 16)
+    logits, _ = fused.forward_with_cache(ids[:, :1], cache)  # T=1 query against 16 slots: XLA's kernel
+    assert logits.shape == (3, 1, cfg.vocab_size)
+
+
+def test_fused_attention_config_errors_are_named():
+    with pytest.raises(ValueError, match="attention='cudnn' needs dtype bfloat16 or float16"):
+        CFG.replace(attention="cudnn")
+    with pytest.raises(ValueError, match="LlamaConfig.attention='flash'; choose 'xla' or 'cudnn'"):
+        CFG.replace(attention="flash")
