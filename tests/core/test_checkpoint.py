@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 
 from rlhf_jax.checkpoint import Checkpointer, abstract_target
-from rlhf_jax.models import LlamaConfig, LlamaForCausalLM, create_model, model_shardings
+from rlhf_jax.models import LlamaConfig, LlamaForCausalLM, create_model
 from rlhf_jax.sharding import MeshConfig, make_mesh
 
 CFG = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,

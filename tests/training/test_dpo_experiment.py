@@ -96,7 +96,7 @@ def test_bfloat16_reference_is_the_initial_policy_rounded(toy_dir, tmp_path):
     """`reference_dtype=bfloat16`: a resident reference at half the memory, equal to the initial policy
     rounded to bf16; the first loss is log 2 up to that rounding, and training follows the float32 run."""
     bf16 = _run(_flags(toy_dir, tmp_path / "bf16", 3, reference_dtype="bfloat16"))
-    f32 = _run(_flags(toy_dir, tmp_path / "f32", 3))
+    _run(_flags(toy_dir, tmp_path / "f32", 3))
     initial = split_model(_initial_model(toy_dir))[1]
     for ref, init in zip(jax.tree.leaves(bf16["reference_params"]), jax.tree.leaves(initial)):
         assert ref.dtype == jax.numpy.bfloat16
