@@ -42,6 +42,7 @@ class DryRunConfig:
     dtype: Literal["float32", "bfloat16"] = "bfloat16"
     param_dtype: Literal["float32", "bfloat16"] = "float32"  # trained models
     fp32_master: bool = False  # bf16 params + float32 master copies in the optimizer state
+    offload_optimizer: bool = False  # ppo: optimizer states in host memory while rolling out (ppo.offload_optimizer)
     frozen_dtype: Literal["float32", "bfloat16"] = "bfloat16"  # reward / cost models, frozen PPO reference
     reference_dtype: Literal["", "float32", "bfloat16"] = ""  # dpo: experiments.dpo's; "" = param_dtype
     remat: Literal["none", "full", "dots", "dots_no_batch"] = "full"
@@ -124,7 +125,13 @@ def from_preset(cfg: DryRunConfig) -> DryRunConfig:
     experiment = importlib.import_module(preset.experiment)
     exp, _ = pc.with_preset(preset.experiment, f"{cfg.preset}@{layout_name}", experiment.get_config())
     layout = pc.LAYOUTS[layout_name]
-    return dataclasses.replace(cfg, **_shape_of(preset.experiment, exp), devices=layout.devices, mesh=exp.mesh,
+    shape = _shape_of(preset.experiment, exp)
+    # memory options a preset may set, which the command line may also turn on
+    if preset.experiment == "experiments.ppo":
+        shape["offload_optimizer"] = cfg.offload_optimizer or exp.ppo.offload_optimizer
+    if preset.experiment == "experiments.dpo":
+        shape["reference_dtype"] = cfg.reference_dtype or exp.reference_dtype
+    return dataclasses.replace(cfg, **shape, devices=layout.devices, mesh=exp.mesh,
                                remat=layout.remat, device_memory_gib=layout.device_memory_gib)
 
 
@@ -146,6 +153,8 @@ def check(cfg: DryRunConfig, mesh) -> None:
         validate_mesh(mesh, batch_size=rows, what="dry_run sampling batch")
     if cfg.fp32_master and cfg.param_dtype != "bfloat16":
         raise ValueError("fp32_master=true keeps float32 masters of bfloat16 params: set param_dtype=bfloat16")
+    if cfg.offload_optimizer and cfg.run != "ppo":
+        raise ValueError(f"offload_optimizer=true is a PPO option (ppo.offload_optimizer); run={cfg.run!r}")
 
 
 def main(cfg: DryRunConfig) -> dict:

@@ -45,6 +45,7 @@ from rlhf_jax.losses import combine_metrics, value_normalizer as vn
 from rlhf_jax.models import check_vocab, save_pretrained
 from rlhf_jax.rollout import JaxSampler, PromptBatch
 from rlhf_jax.sharding import make_mesh
+from rlhf_jax.training import offload
 from rlhf_jax.training.loop import RunContext
 from rlhf_jax.training.ppo_config import PPOConfig, critic_source, rollout_config, validate
 from rlhf_jax.training.ppo_rewards import (
@@ -78,6 +79,25 @@ def _critic(cfg: PPOConfig, ctx: RewardContext, scorer, *, cost: bool):
     return split_model(model)
 
 
+_TRAINED = ("actor", "critic", "cost_critic")
+
+
+def _park_optimizers(state: PPOState) -> tuple[PPOState, dict]:
+    """`state` with the trained models' optimizer states in host memory, and where they came from."""
+    moved, where = {}, {}
+    for name in _TRAINED:
+        train_state = getattr(state, name)
+        if train_state is not None:
+            host, where[name] = offload.to_host(train_state.opt_state)
+            moved[name] = train_state._replace(opt_state=host)
+    return state._replace(**moved), where
+
+
+def _unpark_optimizers(state: PPOState, where: dict) -> PPOState:
+    return state._replace(**{name: getattr(state, name)._replace(
+        opt_state=offload.to_device(getattr(state, name).opt_state, w)) for name, w in where.items()})
+
+
 def _prefixed(prefix: str, metrics: dict) -> dict:
     return {prefix + ("tokens" if k == "count" else k): v for k, v in metrics.items()}
 
@@ -93,6 +113,9 @@ class PPORunner:
         self.cfg, self.mesh, self.lagrangian = cfg, mesh, cfg.cost is not None
         self.traces: collections.Counter = collections.Counter()
         p = cfg.ppo
+        if p.offload_optimizer and not offload.host_memory_available():
+            raise ValueError(f"ppo.offload_optimizer=true: these devices ({jax.devices()[0].platform}) have "
+                             f"no {offload.HOST!r} memory to park the optimizer states in")
         # reward / cost models score a rollout batch in the chunks the log-prob passes use
         ctx = RewardContext(mesh, tokenizer, self.traces, score_chunks=p.mini_batches * p.micro_batches)
         self.reward = build_reward_source(cfg.reward, ctx, key="reward")
@@ -152,6 +175,9 @@ class PPORunner:
         """
         cfg, p = self.cfg, self.cfg.ppo
         run = phase or (lambda name, fn: fn())
+        parked = {}
+        if p.offload_optimizer:  # the rollout phase does not need them: its KV cache gets the memory
+            state, parked = run("optimizer to host", lambda: _park_optimizers(state))
         rng, key = jax.random.split(state.rng)
         self.sampler.update_params(state.actor.params)  # one sampling copy of the actor, replaced
         out = run("generation", lambda: settle(self.sampler.generate(
@@ -172,6 +198,8 @@ class PPORunner:
             cost = Stream(run("cost scoring", lambda: self.cost(inputs)), cost_values, state.cost_value_norm)
         exp = run("advantages", lambda: self.advantages_fn(
             reward, old_logps, ref_logps, seq["response_mask"], cost=cost, log_lambda=state.log_lambda))
+        if parked:
+            state = run("optimizer to device", lambda: _unpark_optimizers(state, parked))
         actor, critic, ref, cost_critic = state.actor, state.critic, state.ref_params, state.cost_critic
         logs = collections.defaultdict(list)
         for epoch in range(p.epochs):

@@ -134,6 +134,8 @@ class Report:
     models: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)  # name -> part -> bytes
     programs: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)  # compile_memory
     notes: list[str] = dataclasses.field(default_factory=list)
+    # program -> resident bytes parked off the device while it runs (ppo.offload_optimizer)
+    away: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def add_model(self, name: str, params, opt_state=None) -> None:
         parts = {"params": per_device_bytes(params)}
@@ -145,11 +147,13 @@ class Report:
         return sum(sum(parts.values()) for parts in self.models.values())
 
     def largest_program(self) -> tuple[str, int]:
-        name = max(self.programs, key=lambda k: program_extra(self.programs[k]))
-        return name, program_extra(self.programs[name])
+        """The program with the highest peak, and its temporaries and new outputs less what is away."""
+        name = max(self.programs, key=lambda k: program_extra(self.programs[k]) - self.away.get(k, 0))
+        return name, program_extra(self.programs[name]) - self.away.get(name, 0)
 
     def peak(self) -> int:
-        """Resident bytes + the largest program's temporaries and new outputs."""
+        """Resident bytes + the largest program's temporaries and new outputs (less what is parked
+        off the device while it runs)."""
         return self.resident() + self.largest_program()[1]
 
     def format(self, device_memory_gib: float) -> str:
@@ -167,12 +171,13 @@ class Report:
                          f"{(mem['outputs'] - mem['aliased']) / size:10.3f}")
         largest, _ = self.largest_program()
         peak = self.peak()
-        lines.append(f"peak estimate: resident + {largest} = {peak / size:.3f} {unit} per device; "
+        away = f" - {self.away[largest] / size:.3f} parked on the host" if self.away.get(largest) else ""
+        lines.append(f"peak estimate: resident{away} + {largest} = {peak / size:.3f} {unit} per device; "
                      f"{'fits' if peak <= device_memory_gib * GiB else 'does NOT fit'} in "
                      f"{device_memory_gib:g} GiB")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
     def to_dict(self, device_memory_gib: float) -> dict[str, Any]:
-        return {"models": self.models, "programs": self.programs, "resident": self.resident(),
+        return {"models": self.models, "programs": self.programs, "away": self.away, "resident": self.resident(),
                 "peak": self.peak(), "fits": self.peak() <= device_memory_gib * GiB, "notes": self.notes}

@@ -81,6 +81,9 @@ class PPOSettings:
     large_batch: bool = True  # trick 2: large_batch_size instead of small_batch_size rollouts
     ema_reference: bool = True  # trick 3: the reference is an EMA of the actor
     reference_dtype: str = "float32"  # "bfloat16": a frozen reference kept in bf16, half the memory *(ours)*
+    # optimizer states parked in pinned host memory while rolling out (generation, scoring, forwards),
+    # back on the accelerator for the updates (rlhf_jax.training.offload) *(ours)*
+    offload_optimizer: bool = False
     large_batch_size: int = 512
     small_batch_size: int = 64
     mini_batches: int = 4  # optimizer steps per PPO epoch (each actor and critic)

@@ -30,7 +30,8 @@ def _run(**fields):
 
 def _resident_equals_parts(out):
     assert out["resident"] == sum(sum(parts.values()) for parts in out["models"].values())
-    extra = max(m["temporaries"] + m["outputs"] - m["aliased"] for m in out["programs"].values())
+    extra = max(m["temporaries"] + m["outputs"] - m["aliased"] - out["away"].get(name, 0)
+                for name, m in out["programs"].items())
     assert out["peak"] == out["resident"] + extra and out["fits"]
 
 
@@ -61,7 +62,7 @@ def test_ppo_dry_run_builds_every_model_and_compiles_every_program():
     # PPO-Lagrangian with a frozen bf16 reference: every model and program kind of a PPO iteration
     B, P, N = 16, 8, 8
     out = _run(run="ppo", model="tiny", reward_model="tiny", cost_model="tiny", ema_reference="false", batch_size=B, mini_batches=2,
-               micro_batches=1, prompt_len=P, new_tokens=N, remat="none", dtype="float32",
+               micro_batches=1, offload_optimizer="true", prompt_len=P, new_tokens=N, remat="none", dtype="float32",
                **{"mesh.data": 2, "mesh.fsdp": 4})
     models, programs = out["models"], out["programs"]
     assert list(models) == ["actor", "critic", "reference (frozen)", "reward model", "cost model", "cost critic",
@@ -88,6 +89,14 @@ def test_ppo_dry_run_builds_every_model_and_compiles_every_program():
     assert kv <= gen["temporaries"] < kv + total
     assert programs["actor step"]["aliased"] > 0  # the donated train state is reused
     _resident_equals_parts(out)
+    # ppo.offload_optimizer: every optimizer state is off the device while rolling out, not while stepping
+    parked = actor["optimizer"] + critic["optimizer"] + models["cost critic"]["optimizer"]
+    assert out["away"] == {name: parked for name in programs if not name.endswith("step")}
+
+
+def test_offload_optimizer_is_a_ppo_option():
+    with pytest.raises(ValueError, match="offload_optimizer=true is a PPO option"):
+        _run(run="dpo", model="tiny", batch_size=16, micro_batches=2, seq_len=32, offload_optimizer="true")
 
 
 def test_iterative_dpo_dry_run_reports_the_sampler_and_the_labeler():

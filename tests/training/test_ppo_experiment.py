@@ -46,7 +46,8 @@ def _initial_actor_params(toy_dir):
 
 
 def test_pulse_lagrangian_moves_lambda_and_never_recompiles(toy_dir, tmp_path):
-    out = _run(_flags(toy_dir, tmp_path, 2, **LAGRANGIAN))
+    # with the optimizer states of actor, critic and cost critic parked in host memory while rolling out
+    out = _run(_flags(toy_dir, tmp_path, 2, **LAGRANGIAN, **{"ppo.offload_optimizer": "true"}))
     records = read_metrics(str(tmp_path))
     assert [r["step"] for r in records] == [1, 2]
     for r in records:
@@ -63,6 +64,8 @@ def test_pulse_lagrangian_moves_lambda_and_never_recompiles(toy_dir, tmp_path):
                           "cost_critic_values", "advantages", "actor_step", "critic_step",
                           "cost_critic_step", "ema_step"}
     assert set(first.values()) == {1}
+    for trained in (out["state"].actor, out["state"].critic, out["state"].cost_critic):  # back for the updates
+        assert {x.sharding.memory_kind for x in jax.tree.leaves(trained.opt_state)} <= {None, "device"}
     assert load_pretrained(out["hf_model"]).cfg.vocab_size == 320
 
 
