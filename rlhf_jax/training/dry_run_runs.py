@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from rlhf_jax.models import LlamaForCausalLM, LlamaForScore, preset
-from rlhf_jax.rollout.jax_sampler import SAMPLING_RULES
+from rlhf_jax.rollout.jax_sampler import SAMPLING_RULES, sampling_dtype
 from rlhf_jax.training import dry_run as dr
 from rlhf_jax.training.state import OptimConfig, make_optimizer
 
@@ -101,8 +101,10 @@ def dpo(cfg, mesh) -> dr.Report:
 
 
 def _sampler(report: dr.Report, cfg, model_cfg, mesh, *, batch: int):
-    """The sampler's copy of the policy (JaxSampler's SAMPLING_RULES layout) and its generate program."""
+    """The sampler's copy of the policy (JaxSampler's SAMPLING_RULES layout, in `sampling_dtype`) and its
+    generate program."""
     graphdef, params = dr.abstract_params(LlamaForCausalLM, model_cfg, mesh, SAMPLING_RULES)
+    params = dr.abstract_like(params, sampling_dtype(model_cfg))
     report.add_model("sampler copy of the policy", params)
     mem = dr.compile_generate(graphdef, params, mesh, batch=batch, prompt_len=cfg.prompt_len,
                               new_tokens=cfg.new_tokens, top_k=cfg.top_k)
@@ -207,6 +209,11 @@ def ppo(cfg, mesh) -> dr.Report:
         if cfg.ema_reference:
             ema = jax.jit(functools.partial(ps.ema_step, eta=0.001), donate_argnums=(0,))
             programs["EMA reference step"] = dr.compile_memory(ema, ref, actor.params)
+    if cfg.offload_optimizer:  # ppo.offload_optimizer: Adam's moments are on the host while rolling out
+        parked = sum(parts.get("optimizer", 0) for parts in report.models.values())
+        report.away = {name: parked for name in programs if not name.endswith("step")}
+        report.notes.append(f"offload_optimizer: {parked / dr.GiB:.3f} GiB of optimizer states parked in host "
+                            "memory during generation, scoring and the log-prob / value forwards")
     return report
 
 

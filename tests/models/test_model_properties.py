@@ -175,3 +175,32 @@ def test_fused_attention_config_errors_are_named():
         CFG.replace(attention="cudnn")
     with pytest.raises(ValueError, match="LlamaConfig.attention='flash'; choose 'xla' or 'cudnn'"):
         CFG.replace(attention="flash")
+
+
+def test_rounding_weights_to_the_compute_dtype_changes_no_output():
+    """Every weight is cast to the compute dtype before use, so float32 weights computing in bf16 give
+    bitwise the outputs of the same weights rounded to bf16: why JaxSampler keeps a bf16 copy
+    (`sampling_dtype`) of a float32 policy that computes in bf16, at half the memory."""
+    from rlhf_jax.rollout import JaxSampler, PromptBatch, RolloutConfig
+    from rlhf_jax.rollout.jax_sampler import sampling_dtype
+
+    cfg = CFG.replace(dtype="bfloat16")
+    ids, mask = _ids(B=2, T=9, seed=7), jnp.ones((2, 9), jnp.int32).at[1, :3].set(0)
+    # (the causal LM only: LlamaForScore's scalar head computes in float32 on purpose)
+    f32 = create_model(LlamaForCausalLM, cfg, mesh=ONE, seed=2)
+    graphdef, state = nnx.split(f32)
+    rounded = nnx.merge(graphdef, jax.tree.map(lambda x: x.astype(jnp.bfloat16), state))
+    np.testing.assert_array_equal(np.asarray(f32(ids, mask)), np.asarray(rounded(ids, mask)))
+    assert sampling_dtype(cfg) == jnp.bfloat16 and sampling_dtype(CFG) == jnp.float32
+    assert sampling_dtype(cfg.replace(param_dtype="bfloat16", dtype="float32")) == jnp.bfloat16
+    policy = create_model(LlamaForCausalLM, cfg, mesh=ONE, seed=2)
+    sampler = JaxSampler(policy, prompt_buckets=(16,))
+    assert {x.dtype for x in jax.tree.leaves(sampler.params)} == {jnp.dtype(jnp.bfloat16)}
+    graphdef, state = nnx.split(policy)
+    bf16_policy = create_model(LlamaForCausalLM, cfg.replace(param_dtype="bfloat16"), mesh=ONE, seed=2)
+    nnx.update(bf16_policy, jax.tree.map(lambda x: x.astype(jnp.bfloat16), state))
+    prompts, greedy = PromptBatch(np.asarray(ids), np.asarray(mask)), RolloutConfig(max_new_tokens=4, greedy=True)
+    a = sampler.generate(None, prompts, greedy)
+    b = JaxSampler(bf16_policy, prompt_buckets=(16,)).generate(None, prompts, greedy)
+    np.testing.assert_array_equal(np.asarray(a.response_ids_BxN), np.asarray(b.response_ids_BxN))
+    np.testing.assert_array_equal(np.asarray(a.logps_BxN), np.asarray(b.logps_BxN))
