@@ -6,19 +6,11 @@
 # Usage, from the repository root: bash bench/gpu_prepare.sh   (DRY_RUN=1 prints the commands)
 set -euo pipefail
 
-DRY_RUN="${DRY_RUN:-0}"
 SHARED="${SHARED:-../shared}"
 PY="${PY:-python3}"
-
-run() {
-  if [[ "${DRY_RUN}" == "1" ]]; then
-    printf '+'
-    printf ' %q' "$@"
-    printf '\n'
-  else
-    "$@"
-  fi
-}
+# run CMD... (prints the command instead under DRY_RUN=1)
+# shellcheck source=tpu_scripts/common.sh
+source "$(dirname "$0")/../tpu_scripts/common.sh"
 
 for path in /.whl/ /shared/; do
   if ! grep -qxF "${path}" .git/info/exclude 2>/dev/null; then

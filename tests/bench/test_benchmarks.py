@@ -51,3 +51,33 @@ def test_rollout_bench_tiny(tmp_path, monkeypatch):
 def test_train_bench_rejects_bad_flags(bad):
     with pytest.raises(SystemExit):
         _load("train_bench").main(bad)
+
+
+def _session(*parts, **env):
+    import subprocess
+
+    full_env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "DRY_RUN": "1", **env}
+    return subprocess.run(["bash", os.path.join(ROOT, "bench", "gpu_session.sh"), *parts], capture_output=True,
+                          text=True, env=full_env, cwd=ROOT, timeout=60)
+
+
+def test_gpu_scripts_are_shellcheck_clean_and_print_their_commands(tmp_path):
+    import shutil
+    import subprocess
+
+    done = subprocess.run([shutil.which("shellcheck"), "-x", "bench/gpu_session.sh", "bench/gpu_prepare.sh"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = _session("steps-fused", "ppo", "rollout", "anchor", PART_TIMEOUT="300", OUT=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "+ timeout 300 python3 bench/train_bench.py --preset tinyllama-1.1b --skip ppo --param-dtype bfloat16 "
+        "--remat dots_no_batch --attention cudnn",
+        "+ timeout 300 python3 bench/train_bench.py --preset tinyllama-1.1b --skip steps",
+        "+ timeout 300 python3 bench/rollout_bench.py --preset tinyllama-1.1b",
+        "+ timeout 300 python3 shared/bench/gpu_anchor.py jax_bench"]
+    bad = _session("steps", "everything", OUT=str(tmp_path))
+    assert bad.returncode == 2 and "unknown part 'everything'" in bad.stderr
+    # every package the scripts carry is pinned, one per line
+    pins = [ln for ln in open(os.path.join(ROOT, "bench", "gpu_wheels.txt")) if ln.strip() and not ln.startswith("#")]
+    assert pins and all("==" in ln for ln in pins)
