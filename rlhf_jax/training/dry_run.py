@@ -20,6 +20,7 @@ import math
 from typing import Any, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -78,6 +79,22 @@ def compile_memory(jitted, *args) -> dict[str, int]:
             "code": int(analysis.generated_code_size_in_bytes)}
 
 
+def frozen_view(params):
+    """Read-only bf16 weights as a CPU compile should see them: as float32.
+
+    The CPU backend has no bf16 matmul: it upcasts bf16 operands to float32, and XLA hoists those
+    converts of loop-invariant weights out of the layer scan and the decode loop, so a CPU compile of
+    a program over bf16 weights holds a float32 copy of each (twice their bytes) that a GPU or TPU
+    compile (native bf16 matmuls) does not. Compiled over float32 weights, the program's temporaries
+    are free of that artifact; resident bytes are still counted in the weights' own dtype.
+    """
+    if jax.default_backend() != "cpu":
+        return params
+    bf16 = np.dtype(jnp.bfloat16)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+        x.shape, np.float32 if np.dtype(x.dtype) == bf16 else x.dtype, sharding=x.sharding), params)
+
+
 def peak_estimate(mem: dict[str, int]) -> int:
     """Arguments + outputs not aliased to (donated) arguments + temporaries."""
     return mem["arguments"] + mem["outputs"] - mem["aliased"] + mem["temporaries"]
@@ -99,7 +116,6 @@ def compile_generate(graphdef, params, mesh, *, batch: int, prompt_len: int, new
     """Memory of the rollout program (`rlhf_jax.rollout.decode`: prefill + decode loop over a static
     KV cache of `prompt_len + new_tokens` slots), as `JaxSampler` compiles it, for `params` in the
     sampler's layout and `batch` prompt rows sharded over (data, fsdp)."""
-    import jax.numpy as jnp
     from rlhf_jax.rollout import RolloutConfig
     from rlhf_jax.rollout.decode import decode, split_config
 
@@ -111,7 +127,7 @@ def compile_generate(graphdef, params, mesh, *, batch: int, prompt_len: int, new
     rows = abstract_batch({"ids": ((batch, prompt_len), np.int32), "mask": ((batch, prompt_len), np.bool_)},
                           mesh)
     with jax.set_mesh(mesh):
-        return compile_memory(jax.jit(generate), params, rows["ids"], rows["mask"], jax.random.key(0),
+        return compile_memory(jax.jit(generate), frozen_view(params), rows["ids"], rows["mask"], jax.random.key(0),
                               jax.tree.map(jnp.asarray, knobs))
 
 

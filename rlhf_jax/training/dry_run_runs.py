@@ -96,7 +96,7 @@ def dpo(cfg, mesh) -> dr.Report:
     report.add_model(f"reference (frozen copy, {cfg.reference_dtype or model_cfg.param_dtype})", ref)
     step = jit_step(dpo_step, state=state, graphdef=graphdef, tx=tx, loss=DPOLoss(), num_micro=cfg.micro_batches)
     batch = sequence_batch(cfg.batch_size, cfg.seq_len, mesh, ("chosen_", "rejected_"))
-    report.programs["dpo step"] = dr.compile_memory(step, state, batch, ref)
+    report.programs["dpo step"] = dr.compile_memory(step, state, batch, dr.frozen_view(ref))
     return report
 
 
@@ -142,7 +142,8 @@ def iterative_dpo(cfg, mesh) -> dr.Report:
     rows = dr.abstract_batch({"ids": ((cfg.sample_batch, cfg.seq_len), np.int32),
                               "mask": ((cfg.sample_batch, cfg.seq_len), np.int32)}, mesh)
     report.programs["labeler scores"] = dr.compile_memory(
-        jax.jit(functools.partial(sequence_scores, graphdef=rm_graphdef)), rm_params, rows["ids"], rows["mask"])
+        jax.jit(functools.partial(sequence_scores, graphdef=rm_graphdef)), dr.frozen_view(rm_params), rows["ids"],
+        rows["mask"])
     return report
 
 
@@ -190,11 +191,11 @@ def ppo(cfg, mesh) -> dr.Report:
     with jax.set_mesh(mesh):
         for name, gd, params in scorers:
             programs[f"{name} scores (chunked)"] = dr.compile_memory(jax.jit(functools.partial(
-                sequence_scores, graphdef=gd, num_chunks=chunks["num_chunks"])), params, ids, mask)
+                sequence_scores, graphdef=gd, num_chunks=chunks["num_chunks"])), dr.frozen_view(params), ids, mask)
         logps = jax.jit(functools.partial(pr.response_logps, graphdef=actor_gd, **chunks))
         programs["actor log-probs"] = dr.compile_memory(logps, actor.params, ids, mask)
         if ref_dtype != actor_cfg.param_dtype:
-            programs["reference log-probs"] = dr.compile_memory(logps, ref, ids, mask)
+            programs["reference log-probs"] = dr.compile_memory(logps, dr.frozen_view(ref), ids, mask)
         for name, gd, state, _ in critics:
             programs[f"{name} values"] = dr.compile_memory(
                 jax.jit(functools.partial(pr.response_values, graphdef=gd, **chunks)), state.params, ids, mask)

@@ -24,6 +24,25 @@ def test_parameter_bytes_per_device_follow_the_shardings():
     assert dr.per_device_bytes(params) == replicated + (total - replicated) // 8
 
 
+def test_frozen_bf16_weights_compile_without_the_cpu_upcast_copies():
+    """The CPU backend upcasts bf16 matmul operands and hoists the converts of read-only weights out of
+    loops (float32 copies a GPU/TPU compile does not make); frozen-weight programs are compiled over a
+    float32 view of bf16 weights, so their temporaries are what a native-bf16 backend would hold."""
+    from rlhf_jax.rollout.jax_sampler import SAMPLING_RULES
+
+    mesh = make_mesh(MeshConfig(1, 8, 1))
+    cfg = preset("tiny", vocab_size=1024, hidden_size=256, intermediate_size=512, num_layers=4, dtype="bfloat16")
+    graphdef, params = dr.abstract_params(LlamaForCausalLM, cfg, mesh, SAMPLING_RULES)
+    bf16 = dr.abstract_like(params, "bfloat16")
+    view = dr.frozen_view(bf16)
+    assert {x.dtype for x in jax.tree.leaves(view)} == {np.dtype("float32")}
+    assert [x.sharding for x in jax.tree.leaves(view)] == [x.sharding for x in jax.tree.leaves(bf16)]
+    shape = dict(batch=16, prompt_len=16, new_tokens=16)
+    f32_mem = dr.compile_generate(graphdef, params, mesh, **shape)
+    bf16_mem = dr.compile_generate(graphdef, bf16, mesh, **shape)
+    assert bf16_mem["temporaries"] == f32_mem["temporaries"] < dr.per_device_bytes(bf16)
+
+
 def _run(**fields):
     return dry_run.main(apply_overrides(dry_run.get_config(), [(k, str(v)) for k, v in fields.items()]))
 
