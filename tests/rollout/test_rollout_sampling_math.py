@@ -94,3 +94,25 @@ def test_sampling_needs_a_key_and_2d_logits():
         sample_tokens(None, jnp.zeros((2, 5)))
     with pytest.raises(ValueError, match="logits_BxV must be \\[B, V\\]"):
         filter_logits(jnp.zeros((2, 3, 5)), top_k=2)
+
+
+def test_kth_largest_equals_top_k_without_sorting():
+    """The sort-free threshold of top-k-only filtering is exactly lax.top_k's k-th value: random rows,
+    ties at the boundary, +-0, +-inf, subnormals, negative-only rows, k = 1 and k = V."""
+    from rlhf_jax.rollout.sampling import kth_largest
+
+    tiny = np.finfo(np.float32).tiny / 4  # subnormal
+    rows = np.stack([
+        np.random.default_rng(0).normal(size=64).astype(np.float32) * 30,
+        np.tile(np.array([1.0, 1.0, 1.0, -np.inf, 0.0, -0.0, -2.0, 5.0], np.float32), 8),
+        np.tile(np.array([np.inf, -np.inf, tiny, -tiny, 3e38, -3e38, 1e-30, -1e-30], np.float32), 8),
+        -np.abs(np.random.default_rng(1).normal(size=64)).astype(np.float32) - 1,
+    ])
+    fn = jax.jit(kth_largest, static_argnums=1)
+    for k in (1, 2, 3, 7, 8, 9, 33, 63, 64):
+        expected = jax.lax.top_k(jnp.asarray(rows), k)[0][:, -1]
+        got = fn(jnp.asarray(rows), k)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+    # the filter keeps exactly the tokens at or above that value (ties at the boundary included)
+    keep = kept(rows, top_k=9)
+    assert keep[0].sum() == 9 and keep[1].sum() == 8 + 24  # the eight 5.0s and every 1.0 tied with the 9th
