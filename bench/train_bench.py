@@ -220,7 +220,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--skip", choices=("steps", "ppo"), action="append", default=[])
     parser.add_argument("--param-dtype", choices=("float32", "bfloat16"), help="default: the preset's")
     parser.add_argument("--remat", choices=("none", "full", "dots", "dots_no_batch"), help="default: the preset's")
-    parser.add_argument("--attention", choices=("xla", "cudnn"), help="default: xla ('cudnn': GPU, bf16)")
+    parser.add_argument("--attention", choices=("xla", "cudnn", "splash"),
+                        help="default: xla ('cudnn': GPU, bf16; 'splash': TPU)")
     args = parser.parse_args(argv)
     model_preset, overrides, batch, seq, rollouts, prompt_len, new_tokens = SHAPES[args.preset]
     chosen = dict(param_dtype=args.param_dtype, remat=args.remat, attention=args.attention)

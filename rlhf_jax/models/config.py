@@ -12,7 +12,7 @@ import dataclasses
 from typing import Any, Literal
 
 RematPolicy = Literal["none", "full", "dots", "dots_no_batch"]
-Attention = Literal["xla", "cudnn"]
+Attention = Literal["xla", "cudnn", "splash"]
 DType = Literal["float32", "bfloat16", "float16"]
 
 HF_CAUSAL_ARCHS = ("LlamaForCausalLM", "MistralForCausalLM")
@@ -54,7 +54,8 @@ class LlamaConfig:
     model_type: Literal["llama", "mistral"] = "llama"
     # Numerics and memory (not architecture): compute dtype, parameter dtype, rematerialization, and
     # the attention kernel of full-sequence forwards ("cudnn": cuDNN flash attention, GPU, bf16/fp16;
-    # decoding with a KV cache always uses XLA's).
+    # "splash": the Pallas splash kernel, TPU, sequence lengths a multiple of 128; decoding with a KV
+    # cache always uses XLA's).
     dtype: DType = "float32"
     param_dtype: DType = "float32"
     remat: RematPolicy = "none"
@@ -73,8 +74,8 @@ class LlamaConfig:
             raise ValueError(
                 f"LlamaConfig.hidden_size={self.hidden_size} is not divisible by "
                 f"num_heads={self.num_heads}; set head_dim explicitly")
-        if self.attention not in ("xla", "cudnn"):
-            raise ValueError(f"LlamaConfig.attention={self.attention!r}; choose 'xla' or 'cudnn'")
+        if self.attention not in ("xla", "cudnn", "splash"):
+            raise ValueError(f"LlamaConfig.attention={self.attention!r}; choose 'xla', 'cudnn' or 'splash'")
         if self.attention == "cudnn" and self.dtype not in ("bfloat16", "float16"):
             raise ValueError(f"LlamaConfig.attention='cudnn' needs dtype bfloat16 or float16 (cuDNN flash "
                              f"attention), got dtype={self.dtype!r}")

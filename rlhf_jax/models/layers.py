@@ -96,17 +96,22 @@ def make_attention_mask(query_slots_BxT, key_valid_BxS, sliding_window: int | No
     return (causal & key_valid_BxS[:, None, :]) | (k_slots == q_slots)
 
 
-# attention kind -> (the backend it needs, jax.nn.dot_product_attention's implementation)
-FUSED_ATTENTION = {"cudnn": ("gpu", "cudnn")}
+# attention kind -> (the backend it needs, the kernel: jax.nn.dot_product_attention's implementation
+# or "splash" for rlhf_jax.models.splash)
+FUSED_ATTENTION = {"cudnn": ("gpu", "cudnn"), "splash": ("tpu", "splash")}
 
 
-def attention(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxTxS, *, scale: float, kind: str = "xla"):
+def attention(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxTxS, *, scale: float, kind: str = "xla",
+              segments_BxT=None, sliding_window: int | None = None):
     """Grouped-query attention under a boolean mask [B, T, S] (True = the key is seen).
 
-    kind "xla": XLA's attention (materializes the [B, N, T, S] logits). kind "cudnn": cuDNN's fused
-    flash attention; only for full-sequence forwards (no KV cache: query slot t is key slot t), so
-    the causal structure is passed as `is_causal` (cuDNN skips the blocks above the diagonal) and
-    the rest of the mask (padding, packed segments, a sliding window) rides along as a mask.
+    kind "xla": XLA's attention (materializes the [B, N, T, S] logits). The fused kinds are for
+    full-sequence forwards only (no KV cache: query slot t is key slot t):
+    - "cudnn" (GPU): cuDNN flash attention; the causal structure is passed as `is_causal` (cuDNN
+      skips the blocks above the diagonal) and the rest of the mask (padding, packed segments, a
+      sliding window) rides along as a mask;
+    - "splash" (TPU): the Pallas splash kernel (`rlhf_jax.models.splash`), which takes the mask as
+      what it is made of: causal (or local, with `sliding_window`) within `segments_BxT`.
     """
     if kind == "xla":
         return jax.nn.dot_product_attention(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask=mask_BxTxS[:, None],
@@ -120,6 +125,11 @@ def attention(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxTxS, *, scale: float, kind
     if q_BxTxNxH.shape[1] != k_BxSxKxH.shape[1]:
         raise ValueError(f"attention={kind!r} is for full-sequence forwards (T == S), got T="
                          f"{q_BxTxNxH.shape[1]}, S={k_BxSxKxH.shape[1]}")
+    if implementation == "splash":
+        from rlhf_jax.models.splash import splash_attention
+
+        return splash_attention(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, segments_BxT, scale=scale,
+                                sliding_window=sliding_window)
     return jax.nn.dot_product_attention(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask=mask_BxTxS[:, None],
                                         is_causal=True, scale=scale, implementation=implementation)
 
@@ -143,7 +153,7 @@ class DecoderLayers(nnx.Module):
         self.w_down = param(rngs, L + (F, D), la + ("mlp", "embed"), pd, std=std)
         self.cfg = cfg
 
-    def layer(self, x_BxTxD, cos, sin, mask_BxTxS, kv_cache=None):
+    def layer(self, x_BxTxD, cos, sin, mask_BxTxS, kv_cache=None, segments_BxT=None):
         """One layer (called on an unstacked slice inside the scan). Returns x, k, v.
 
         Without `kv_cache`, keys are this call's tokens and k, v are this call's. With
@@ -168,7 +178,8 @@ class DecoderLayers(nnx.Module):
             k = jax.lax.dynamic_index_in_dim(k_all, layer, axis=0, keepdims=False)
             v = jax.lax.dynamic_index_in_dim(v_all, layer, axis=0, keepdims=False)
         attn = attention(q, k.astype(dt), v.astype(dt), mask_BxTxS, scale=cfg.resolved_head_dim ** -0.5,
-                         kind="xla" if kv_cache is not None else cfg.attention)
+                         kind="xla" if kv_cache is not None else cfg.attention, segments_BxT=segments_BxT,
+                         sliding_window=cfg.sliding_window)
         x = x_BxTxD + jnp.einsum("btnh,nhd->btd", attn, self.wo[...].astype(dt))
         h = rms_norm(x, self.mlp_norm[...], cfg.rms_norm_eps)
         gate = jnp.einsum("btd,df->btf", h, self.w_gate[...].astype(dt))
@@ -187,7 +198,7 @@ REMAT_POLICIES = {
 
 
 def scan_layers(layers: DecoderLayers, x_BxTxD, cos, sin, mask_BxTxS, cache_k=None, cache_v=None,
-                index=None):
+                index=None, segments_BxT=None):
     """Runs the stacked layers with `lax.scan`; returns x and, with a cache, the updated [L, ...] k, v.
 
     The cache rides in the scan carry (not in xs/ys), so each layer updates its new slots in place
@@ -202,7 +213,7 @@ def scan_layers(layers: DecoderLayers, x_BxTxD, cos, sin, mask_BxTxS, cache_k=No
         layer_state, layer_idx = xs
         layer = nnx.merge(graphdef, layer_state)
         kv_cache = (k_all, v_all, layer_idx, index) if cached else None
-        x, k, v = layer.layer(x, cos, sin, mask_BxTxS, kv_cache)
+        x, k, v = layer.layer(x, cos, sin, mask_BxTxS, kv_cache, segments_BxT)
         return (x, k, v) if cached else (x, None, None), None  # no k/v kept when training
 
     if remat != "none":

@@ -102,9 +102,12 @@ class LlamaModel(nnx.Module):
         x = constrain(x, ("batch", "length", "act_embed"))
         cos, sin = rope_tables(cfg, positions)
         mask_BxTxS = make_attention_mask(q_slots, key_valid, cfg.sliding_window, segment_ids)
+        # what attention='splash' takes instead of the dense mask: causal within segments (0 = padding)
+        segments = None if cache is not None else (
+            segment_ids if segment_ids is not None else mask.astype(jnp.int32))
         x, ks, vs = scan_layers(self.layers, x, cos, sin, mask_BxTxS,
                                 None if cache is None else cache.k,
-                                None if cache is None else cache.v, index)
+                                None if cache is None else cache.v, index, segments)
         x = rms_norm(x, self.norm[...], cfg.rms_norm_eps)
         new_cache = None if cache is None else KVCache(ks, vs, key_valid, index + T)
         return x, new_cache

@@ -102,7 +102,7 @@ class ModelSource:
     dtype: Literal["float32", "bfloat16"] = "float32"
     param_dtype: Literal["float32", "bfloat16"] = "float32"
     remat: Literal["none", "full", "dots", "dots_no_batch"] = "none"
-    attention: Literal["xla", "cudnn"] = "xla"  # "cudnn": fused flash attention (GPU, bf16 dtype)
+    attention: Literal["xla", "cudnn", "splash"] = "xla"  # fused: "cudnn" (GPU, bf16), "splash" (TPU)
     seed: int = 0
 
 

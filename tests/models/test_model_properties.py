@@ -173,7 +173,7 @@ def test_fused_attention_path_composes_causal_and_mask_like_xla(monkeypatch):
 def test_fused_attention_config_errors_are_named():
     with pytest.raises(ValueError, match="attention='cudnn' needs dtype bfloat16 or float16"):
         CFG.replace(attention="cudnn")
-    with pytest.raises(ValueError, match="LlamaConfig.attention='flash'; choose 'xla' or 'cudnn'"):
+    with pytest.raises(ValueError, match="LlamaConfig.attention='flash'; choose 'xla', 'cudnn' or 'splash'"):
         CFG.replace(attention="flash")
 
 
