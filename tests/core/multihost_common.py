@@ -24,3 +24,24 @@ def loss_and_grad_norm(model, ids, mask):
 
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     return loss, jnp.sqrt(sum(jnp.sum(g.astype(jnp.float32) ** 2) for g in jax.tree.leaves(grads)))
+
+
+def wait_for_all(procs, timeout: float) -> list[str]:
+    """The last 3000 characters of each process's output once all have exited; if one is still running
+    after `timeout` seconds, every process is killed and the assertion shows what each had printed."""
+    import subprocess
+    import time
+
+    deadline = time.monotonic() + timeout
+    outputs = []
+    for p in procs:
+        try:
+            out, _ = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            logs = [q.communicate()[0].decode()[-3000:] for q in procs]
+            raise AssertionError(f"processes still running after {timeout} s; their output:\n"
+                                 + "\n---\n".join(logs)) from None
+        outputs.append(out.decode()[-3000:])
+    return outputs

@@ -7,15 +7,17 @@ import sys
 
 import numpy as np
 import portpicker
+import pytest
 
 from rlhf_jax.models.hf_io import load_pretrained
 from rlhf_jax.sharding import MeshConfig, make_mesh, put_batch
-from tests.core.multihost_common import global_batch, loss_and_grad_norm
+from tests.core.multihost_common import global_batch, loss_and_grad_norm, wait_for_all
 from tests.models.hf_fixtures import make_hf_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.mark.usefixtures("exclusive_processes")
 def test_two_processes_match_one(tmp_path):
     hf_dir = str(tmp_path / "hf")
     make_hf_model("gqa", hf_dir)
@@ -26,15 +28,7 @@ def test_two_processes_match_one(tmp_path):
     procs = [subprocess.Popen([sys.executable, worker, str(i), "2", str(port), hf_dir, str(tmp_path)],
                               env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
              for i in range(2)]
-    outputs = []
-    for p in procs:
-        try:
-            out, _ = p.communicate(timeout=240)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-        outputs.append(out.decode()[-3000:])
+    outputs = wait_for_all(procs, timeout=240)
     assert all(p.returncode == 0 for p in procs), "\n".join(outputs)
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["devices"] == 8 and result["local_devices"] == 4

@@ -6,9 +6,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import portpicker
 
 from rlhf_jax.training.loop import read_metrics
+from tests.core.multihost_common import wait_for_all
 from tests.training.multihost_steps import run_steps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -20,12 +22,13 @@ def _env():
     return env
 
 
+@pytest.mark.usefixtures("exclusive_processes")
 def test_sft_and_dpo_steps_on_a_two_process_mesh_match_one_process(tmp_path):
     port, out = portpicker.pick_unused_port(), tmp_path / "result.json"
     worker = os.path.join(ROOT, "tests", "training", "multihost_steps.py")
     procs = [subprocess.Popen([sys.executable, worker, str(i), "2", str(port), str(out)], env=_env(),
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
-    logs = [p.communicate(timeout=300)[0].decode()[-3000:] for p in procs]
+    logs = wait_for_all(procs, timeout=300)
     assert all(p.returncode == 0 for p in procs), "\n".join(logs)
     two = json.loads(out.read_text())
     one = run_steps(0, 1)  # this process: 8 devices, the whole batch
@@ -39,6 +42,7 @@ def test_sft_and_dpo_steps_on_a_two_process_mesh_match_one_process(tmp_path):
     assert two["reference_checksum"] == two["initial_checksum"] != two["dpo"]["checksum"]
 
 
+@pytest.mark.usefixtures("exclusive_processes")
 def test_sft_experiment_runs_as_two_processes_through_the_launch_script(toy_dir, tmp_path):
     flags = [f"--config.tokenizer_path={toy_dir / 'tokenizer'}", f"--config.data.path={toy_dir / 'alpaca.json'}",
              "--config.data.max_length=48", "--config.data.max_prompt_length=24", "--config.batch_size=8",
