@@ -7,10 +7,16 @@ and sharded code is exercised for real. pytest imports this file before any test
 import os
 
 # Tiny programs: LLVM's optimization passes cost more compile time than they save at run time
-# (about 12% of a cold-cache run of the suite); the flag is inherited by the subprocesses tests start.
+# (about 12% of a cold-cache run of the suite); the flags are inherited by the subprocesses tests start.
+# XLA:CPU aborts the process when a collective's participants (one thread per virtual device) do not
+# all arrive within its termination timeout; with two xdist workers and their subprocesses on two
+# cores, a test worker was once aborted that way in a metrics reduction. The tests wait longer, and
+# say so after 60 s.
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     " --xla_backend_optimization_level=0"
+    " --xla_cpu_collective_call_terminate_timeout_seconds=600"
+    " --xla_cpu_collective_call_warn_stuck_timeout_seconds=60"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
