@@ -9,8 +9,11 @@ segments are compared blockwise. Padding queries (segment 0) attend to the earli
 of only to themselves as on the XLA path; their outputs are masked out of every loss either way.
 
 Grouped-query attention runs the kernel's multi-query form once per kv head over its query-head
-group. Under a (data, fsdp, tensor) mesh the kernel runs per shard (`shard_map`: rows over data and
-fsdp, kv heads over tensor). On a backend other than TPU the kernel runs in Pallas' interpret mode,
+group. Traced under `jax.set_mesh` of a (data, fsdp, tensor) mesh, the kernel runs per shard
+(`shard_map`: rows over data and fsdp, kv heads over tensor). Without a mesh context it is one call
+over the global arrays: right on one device, but on several XLA cannot split the kernel and gathers
+its operands. PPO's iteration runs under the mesh; the SFT / reward / DPO steps (`jit_step`) are not
+traced under it yet, so on a multi-chip slice `attention="splash"` is for PPO until they are. On a backend other than TPU the kernel runs in Pallas' interpret mode,
 which is how the tests check it on CPU against the XLA path, forward and backward.
 """
 
