@@ -106,9 +106,28 @@ class ModelSource:
     seed: int = 0
 
 
+def check_attention(src: ModelSource, *, key: str = "model") -> None:
+    """A fused attention kernel needs its backend (and cuDNN's a bf16 compute dtype): said before any
+    weight is built or loaded, naming `key`."""
+    import jax
+
+    from rlhf_jax.models.layers import FUSED_ATTENTION
+
+    if src.attention == "xla":
+        return
+    backend = FUSED_ATTENTION[src.attention][0]
+    if jax.default_backend() != backend:
+        raise ValueError(f"{key}.attention={src.attention!r} runs on a {backend} backend only, this is "
+                         f"{jax.default_backend()!r}; set {key}.attention=xla")
+    if src.attention == "cudnn" and src.dtype != "bfloat16":
+        raise ValueError(f"{key}.attention='cudnn' needs {key}.dtype=bfloat16 (cuDNN flash attention), "
+                         f"got {src.dtype!r}")
+
+
 def build_model(src: ModelSource, *, mesh, head: Literal["lm", "score"] = "lm", vocab_size: int | None = None,
                 key: str = "model"):
     """The model of `src` on `mesh`: loaded (head 'score' on an LM checkpoint adds a fresh head) or random."""
+    check_attention(src, key=key)
     if src.hf_path is not None:
         if not os.path.isdir(src.hf_path):
             raise FileNotFoundError(f"{key}.hf_path={src.hf_path!r} is not a folder")

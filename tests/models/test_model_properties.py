@@ -204,3 +204,19 @@ def test_rounding_weights_to_the_compute_dtype_changes_no_output():
     b = JaxSampler(bf16_policy, prompt_buckets=(16,)).generate(None, prompts, greedy)
     np.testing.assert_array_equal(np.asarray(a.response_ids_BxN), np.asarray(b.response_ids_BxN))
     np.testing.assert_array_equal(np.asarray(a.logps_BxN), np.asarray(b.logps_BxN))
+
+
+def test_fused_attention_sources_are_checked_before_building(monkeypatch):
+    """An experiment's model source with a fused kernel off its backend (or cuDNN without bf16) fails before
+    any weight is made, naming the config key."""
+    from rlhf_jax.models import layers
+    from rlhf_jax.training.sources import ModelSource, build_model
+
+    for kind, backend in (("cudnn", "gpu"), ("splash", "tpu")):
+        with pytest.raises(ValueError, match=rf"actor.attention='{kind}' runs on a {backend} backend only, "
+                                             r"this is 'cpu'; set actor.attention=xla"):
+            build_model(ModelSource(attention=kind, dtype="bfloat16"), mesh=ONE, key="actor")
+    monkeypatch.setitem(layers.FUSED_ATTENTION, "cudnn", (jax.default_backend(), "xla"))
+    with pytest.raises(ValueError, match=r"critic.attention='cudnn' needs critic.dtype=bfloat16"):
+        build_model(ModelSource(attention="cudnn"), mesh=ONE, key="critic")
+    assert build_model(ModelSource(attention="cudnn", dtype="bfloat16"), mesh=ONE).cfg.attention == "cudnn"
